@@ -1,0 +1,159 @@
+"""`python -m pipeline <command>`: the one entry point; flags become typed configs here, at the edge."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import (AugmentConfig, ConfigError, DataConfig, ModelConfig, PreprocessConfig, PromoteConfig,
+                     RetrainConfig, SearchConfig)
+
+DEFAULT_DATA_DIR = "data/chest_xray"
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="dataset root with train/, test/ [val/] (default: %(default)s)")
+    g.add_argument("--max-per-class", type=int, default=None, help="at most N images per class and split (smoke runs)")
+    g.add_argument("--val-fraction", type=float, default=0.15, help="share of train carved out for validation, by patient (default: %(default)s)")
+    g.add_argument("--min-val-images", type=int, default=100, help="use the dataset's own val/ only if it has at least this many images (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=42, help="seed for splits, sampling and initialisation (default: %(default)s)")
+    g.add_argument("--cache-dir", default=".cache", help="where decoded images and backbone features are cached (default: %(default)s)")
+    g.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default: %(default)s)")
+    g.add_argument("--clahe-clip", type=float, default=2.0, help="CLAHE clip limit (default: %(default)s)")
+    g.add_argument("--clahe-grid", type=int, default=8, help="CLAHE tile grid size (default: %(default)s)")
+
+
+def _add_augment_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("augmentation (fractions, as Keras preprocessing layers take them)")
+    g.add_argument("--rotation", type=float, default=0.03, help="rotation, fraction of a full turn (default: %(default)s)")
+    g.add_argument("--shift", type=float, default=0.1, help="translation, fraction of size (default: %(default)s)")
+    g.add_argument("--zoom", type=float, default=0.1, help="zoom range (default: %(default)s)")
+    g.add_argument("--shear", type=float, default=0.1, help="shear range (default: %(default)s)")
+    g.add_argument("--no-flip", action="store_true", help="turn off horizontal flips")
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", default="resnet50", help="resnet50, resnet152, mobilenetv2, efficientnetb0 or densenet121 (default: %(default)s)")
+    g.add_argument("--weights", default="imagenet", help="imagenet, none, or a local .h5/.weights.h5 file (default: %(default)s)")
+
+
+def _data_configs(a) -> tuple[DataConfig, PreprocessConfig]:
+    data = DataConfig(data_dir=Path(a.data_dir), val_fraction=a.val_fraction, min_val_images=a.min_val_images,
+                      max_per_class=a.max_per_class, seed=a.seed, cache_dir=Path(a.cache_dir))
+    return data, PreprocessConfig(a.image_size, a.clahe_clip, a.clahe_grid)
+
+
+def _augment_config(a) -> AugmentConfig:
+    return AugmentConfig(a.rotation, a.shift, a.zoom, a.shear, not a.no_flip)
+
+
+def _require_data_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ConfigError(
+            f"no dataset at {path} (looked in {path.resolve()}).\n"
+            "  - download it:            make data            (Kaggle: paultimothymooney/chest-xray-pneumonia)\n"
+            "  - use a copy you have:    make search DATA_DIR=/path/to/chest_xray\n"
+            "  - try everything first:   make demo            (small synthetic data set, a few minutes)")
+
+
+def cmd_data_check(a) -> int:
+    from .data import load_dataset
+
+    data_cfg, pre_cfg = _data_configs(a)
+    _require_data_dir(data_cfg.data_dir)
+    ds = load_dataset(data_cfg, pre_cfg, progress=not a.json)
+    report = {"splits": ds.counts(), "skipped": ds.skipped, "fingerprint": ds.fingerprint}
+    if a.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"dataset {data_cfg.data_dir}  fingerprint {ds.fingerprint}")
+    for split, counts in report["splits"].items():
+        print(f"  {split:5s} " + "  ".join(f"{cls}={n}" for cls, n in counts.items()) + f"  total={sum(counts.values())}")
+    print(f"  skipped {len(ds.skipped)} file(s)" + (":" if ds.skipped else ""))
+    for item in ds.skipped:
+        print(f"    {item['path']}: {item['reason']}")
+    return 0
+
+
+def cmd_search(a) -> int:
+    from .data import load_dataset
+    from .features import build_features
+    from .search import run_search
+    from .space import load_space
+
+    data_cfg, pre_cfg = _data_configs(a)
+    model_cfg = ModelConfig(a.backbone, a.weights, a.image_size)
+    aug_cfg = _augment_config(a)
+    cfg = SearchConfig(engine=a.engine, trials=a.trials, epochs=a.epochs, batch_size=a.batch_size, patience=a.patience,
+                       metric=a.metric, space=Path(a.space), experiment=a.experiment, storage=a.storage,
+                       study_name=a.study_name, augment_views=a.augment_views, gradcam_images=a.gradcam_images,
+                       seed=a.seed)
+    space = load_space(cfg.space)  # fail on a bad space before any image is read
+    _require_data_dir(data_cfg.data_dir)
+    dataset = load_dataset(data_cfg, pre_cfg)
+    print(f"data {dataset.fingerprint}: " + ", ".join(f"{s} {sum(c.values())}" for s, c in dataset.counts().items())
+          + f"; skipped {len(dataset.skipped)}", flush=True)
+    features = build_features(dataset, model_cfg, pre_cfg, aug_cfg, cfg.augment_views, data_cfg.cache_dir,
+                              seed=cfg.seed, cam_count=cfg.gradcam_images, batch_size=cfg.batch_size)
+    print(f"features {'loaded from' if features.from_cache else 'cached in'} {features.directory}", flush=True)
+    run_search(dataset, features, space, cfg, data_cfg, pre_cfg, aug_cfg, model_cfg, tags=_extra_tags())
+    return 0
+
+
+def _extra_tags() -> dict:
+    """Tags every run carries (the demo marks its runs as synthetic through this)."""
+    raw = os.environ.get("PIPELINE_RUN_TAGS", "")
+    return dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data-check", help="count, validate and fingerprint a dataset",
+                       description="Per split and class, how many images will be used; skipped files; fingerprint.")
+    _add_data_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser("search", help="hyperparameter search over the head, every trial logged to MLflow",
+                       description="Keras Tuner random search or an Optuna study over the head of a frozen backbone.")
+    _add_data_flags(p)
+    _add_model_flags(p)
+    _add_augment_flags(p)
+    g = p.add_argument_group("search")
+    g.add_argument("--engine", default="optuna", help="optuna or kerastuner (default: %(default)s)")
+    g.add_argument("--trials", type=int, default=10, help="total trials (a resumed study counts those it has) (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=10, help="max epochs per trial, early stopping inside (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    g.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default: %(default)s)")
+    g.add_argument("--metric", default="val_auc", help="val_auc, val_f1, val_accuracy or val_loss (default: %(default)s)")
+    g.add_argument("--space", default="search_spaces/default.yaml", help="search space YAML (default: %(default)s)")
+    g.add_argument("--experiment", default="pneumonia-search", help="MLflow experiment (default: %(default)s)")
+    g.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
+    g.add_argument("--study-name", default=None, help="Optuna study / Keras Tuner project; the same name resumes "
+                                                       "(default: derived from experiment, engine, backbone, data)")
+    g.add_argument("--augment-views", type=int, default=2, help="augmented copies of train in the feature cache (default: %(default)s)")
+    g.add_argument("--gradcam-images", type=int, default=8, help="validation images in each trial's Grad-CAM grid (default: %(default)s)")
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetError
+    from .model import ModelError
+    from .search import SearchError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError, ModelError, SearchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,136 @@
+"""Backbones, the classification head, and the flat model that joins them (Grad-CAM needs it flat)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from .config import ModelConfig
+
+# Input scaling of each backbone, as mean/variance on 0..255 inputs, so that it lives inside the
+# model: a saved model then takes plain CLAHE'd pixels and nobody can forget the scaling.
+# Channels are identical (gray x3), so caffe's RGB->BGR swap changes nothing.
+_CAFFE = ([103.939, 116.779, 123.68], [1.0, 1.0, 1.0])
+_TF = ([127.5] * 3, [127.5 ** 2] * 3)
+_TORCH = ([0.485 * 255, 0.456 * 255, 0.406 * 255], [(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2])
+BACKBONES = {
+    "resnet50": (keras.applications.ResNet50, _CAFFE),
+    "resnet152": (keras.applications.ResNet152, _CAFFE),
+    "mobilenetv2": (keras.applications.MobileNetV2, _TF),
+    "efficientnetb0": (keras.applications.EfficientNetB0, None),  # rescales inside the model
+    "densenet121": (keras.applications.DenseNet121, _TORCH),
+}
+
+
+class ModelError(RuntimeError):
+    """A backbone could not be built with the requested weights."""
+
+
+def weights_id(weights: str) -> str:
+    """What identifies the backbone's starting weights in cache keys and run params."""
+    if weights in ("imagenet", "none"):
+        return weights
+    return "file:" + hashlib.blake2b(Path(weights).read_bytes(), digest_size=8).hexdigest()
+
+
+def build_backbone(cfg: ModelConfig, seed: int = 42) -> keras.Model:
+    """Backbone without its top, taking (size, size, 3) pixels in 0..255; seeded for weights=none."""
+    factory, scaling = BACKBONES[cfg.backbone]
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    x = inputs
+    if scaling is not None:
+        mean, variance = scaling
+        x = layers.Normalization(mean=mean, variance=variance, name="input_scaling")(x)
+    try:
+        base = factory(include_top=False, weights="imagenet" if cfg.weights == "imagenet" else None,
+                       input_tensor=x)
+    except Exception as err:  # keras raises several kinds for a failed download
+        if cfg.weights == "imagenet":
+            raise ModelError(
+                f"could not get ImageNet weights for {cfg.backbone} ({err.__class__.__name__}: {err}). "
+                "Offline or behind a firewall? Use --weights none (random start) or "
+                "--weights PATH with a local .h5 / .weights.h5 file") from err
+        raise
+    if cfg.weights not in ("imagenet", "none"):
+        try:
+            base.load_weights(cfg.weights)
+        except Exception as err:
+            raise ModelError(f"weights file {cfg.weights} does not fit {cfg.backbone} "
+                             f"without its top ({err.__class__.__name__}: {err})") from err
+    return base
+
+
+def calibrate_batchnorm(base: keras.Model, images: np.ndarray) -> None:
+    """Set BatchNorm moving statistics from a batch of real images, weights untouched.
+
+    A random start has moving mean 0 / variance 1 everywhere, so in inference mode activations
+    shrink layer after layer (about 1e-12 at MobileNetV2's output): frozen features carry no signal.
+    One training-mode pass with momentum 0 gives every layer the statistics of real X-rays.
+    """
+    bn_layers = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in bn_layers]
+    for layer in bn_layers:
+        layer.momentum = 0.0
+    base(images, training=True)
+    for layer, momentum in zip(bn_layers, momenta):
+        layer.momentum = momentum
+
+
+def gradcam_layer(base: keras.Model) -> str:
+    """The backbone's last convolutional output: where Grad-CAM looks."""
+    return base.layers[-1].name
+
+
+def build_head(input_dim: int, dense_units: int, dropout: float, l2: float, seed: int = 42) -> keras.Sequential:
+    """GlobalAveragePooling is applied before this, so the head can train on cached feature vectors."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    return keras.Sequential([
+        keras.Input((input_dim,)),
+        layers.Dense(dense_units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
+                     kernel_initializer=init, name="dense"),
+        layers.Dropout(dropout, seed=seed, name="dropout"),
+        layers.Dense(1, activation="sigmoid", kernel_initializer=init, name="prediction"),
+    ], name="head")
+
+
+def build_classifier(base: keras.Model, head: keras.Model) -> keras.Model:
+    """Flat model (backbone layers at top level) so tf-keras-vis can reach the last conv layer."""
+    pooled = layers.GlobalAveragePooling2D(name="pool")(base.output)
+    return keras.Model(base.input, head(pooled), name="pneumonia_classifier")
+
+
+def feature_extractor(base: keras.Model) -> keras.Model:
+    pooled = layers.GlobalAveragePooling2D(name="pool")(base.output)
+    return keras.Model(base.input, pooled, name="features")
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy"),
+                 keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
+    )
+    return model
+
+
+def unfreeze_top(base: keras.Model, n_layers: str, train_batchnorm: bool) -> int:
+    """Make the top n layers trainable (or all). BatchNorm stays in inference mode unless asked,
+    because pretrained statistics are worth keeping; a random start has none worth keeping."""
+    base.trainable = True
+    n = len(base.layers) if n_layers == "all" else int(n_layers)
+    cutoff = len(base.layers) - n
+    trainable = 0
+    for i, layer in enumerate(base.layers):
+        is_bn = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = i >= cutoff and (train_batchnorm or not is_bn)
+        trainable += int(layer.trainable and bool(layer.weights))
+    return trainable
+
+
+def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    return model.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
