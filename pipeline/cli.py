@@ -105,6 +105,66 @@ def cmd_search(a) -> int:
     return 0
 
 
+def cmd_retrain_best(a) -> int:
+    from . import tracking
+    from .config import from_params
+    from .data import load_dataset
+    from .train import find_search, retrain_best
+
+    cfg = RetrainConfig(epochs=a.epochs, fine_tune_epochs=a.fine_tune_epochs, fine_tune_layers=a.fine_tune_layers,
+                        fine_tune_lr_factor=a.fine_tune_lr_factor, batch_size=a.batch_size, patience=a.patience,
+                        threshold_rule=a.threshold_rule, target_sensitivity=a.target_sensitivity,
+                        model_name=a.model_name, gradcam_images=a.gradcam_images)
+    tracking.setup(a.experiment)
+    search = find_search(a.experiment, a.search_run_id)
+    p = search.params
+    overrides = {"data_dir": Path(a.data_dir)} if a.data_dir else {}
+    data_cfg = from_params(DataConfig, p, **overrides)
+    pre_cfg, aug_cfg = from_params(PreprocessConfig, p), from_params(AugmentConfig, p)
+    model_cfg = from_params(ModelConfig, p)
+    _require_data_dir(data_cfg.data_dir)
+    print(f"retraining best trial {search.best_trial} of search {search.run_id}: {search.best_params}", flush=True)
+    dataset = load_dataset(data_cfg, pre_cfg)
+    features_dir = data_cfg.cache_dir / "features" / search.features_key
+    run_id, version, report = retrain_best(dataset, search, model_cfg, aug_cfg, pre_cfg, cfg, features_dir,
+                                           data_cfg.seed, tags=_extra_tags())
+    print(f"test (n={int((dataset.manifest['split'] == 'test').sum())}), threshold {report['threshold']:.3f} "
+          f"chosen on val ({cfg.threshold_rule}):")
+    for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
+                "test_f1", "test_accuracy_at_0.5", "test_sensitivity_at_0.5", "test_specificity_at_0.5"):
+        print(f"  {key:26s} {report[key]:.4f}")
+    print(f"registered {cfg.model_name} v{version.version} as 'challenger' (run {run_id}); next: make promote")
+    return 0
+
+
+def cmd_promote(a) -> int:
+    from . import tracking
+    from .registry import promote, rollback
+
+    tracking.connect()
+    if a.rollback:
+        decision = rollback(a.model_name)
+    else:
+        decision = promote(a.model_name, PromoteConfig(margin=a.margin, min_sensitivity=a.min_sensitivity))
+    print(decision.reason)
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from . import tracking
+    from .predict import predict_images
+
+    tracking.connect()
+    results, threshold = predict_images(a.model, a.images, Path(a.output))
+    print(f"model {a.model}, threshold {threshold:.3f}")
+    for r in results:
+        if r.error:
+            print(f"error: {r.error}", file=sys.stderr)
+        else:
+            print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\tGrad-CAM: {r.overlay}")
+    return 1 if any(r.error for r in results) else 0
+
+
 def _extra_tags() -> dict:
     """Tags every run carries (the demo marks its runs as synthetic through this)."""
     raw = os.environ.get("PIPELINE_RUN_TAGS", "")
@@ -142,18 +202,52 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment-views", type=int, default=2, help="augmented copies of train in the feature cache (default: %(default)s)")
     g.add_argument("--gradcam-images", type=int, default=8, help="validation images in each trial's Grad-CAM grid (default: %(default)s)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("retrain-best", help="retrain the best trial with fine-tuning, evaluate on test, register",
+                       description="Two-stage retraining of a search's best configuration; registers a challenger.")
+    p.add_argument("--experiment", default="pneumonia-search", help="MLflow experiment of the search (default: %(default)s)")
+    p.add_argument("--search-run-id", default=None, help="search parent run (default: the latest finished search)")
+    p.add_argument("--data-dir", default=None, help="dataset root (default: the one the search used)")
+    p.add_argument("--epochs", type=int, default=10, help="stage 1 epochs, frozen backbone (default: %(default)s)")
+    p.add_argument("--fine-tune-epochs", type=int, default=10, help="stage 2 epochs; 0 skips it (default: %(default)s)")
+    p.add_argument("--fine-tune-layers", default="30", help="top backbone layers to unfreeze, or 'all' (use 'all' with --weights none) (default: %(default)s)")
+    p.add_argument("--fine-tune-lr-factor", type=float, default=0.1, help="stage 2 learning rate = best lr x this (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    p.add_argument("--patience", type=int, default=4, help="early-stopping patience (default: %(default)s)")
+    p.add_argument("--threshold-rule", default="sensitivity", help="sensitivity (reach --target-sensitivity on val) or youden (default: %(default)s)")
+    p.add_argument("--target-sensitivity", type=float, default=0.95, help="(default: %(default)s)")
+    p.add_argument("--model-name", default="pneumonia-classifier", help="registered model name (default: %(default)s)")
+    p.add_argument("--gradcam-images", type=int, default=12, help="test images in the Grad-CAM grid (default: %(default)s)")
+    p.set_defaults(func=cmd_retrain_best)
+
+    p = sub.add_parser("promote", help="move 'champion' to the challenger if it is better (or --rollback)",
+                       description="Compare challenger and champion on recorded test metrics; promote only if better.")
+    p.add_argument("--model-name", default="pneumonia-classifier", help="(default: %(default)s)")
+    p.add_argument("--margin", type=float, default=0.005, help="ROC-AUC gain the challenger needs (default: %(default)s)")
+    p.add_argument("--min-sensitivity", type=float, default=0.9, help="challenger's test sensitivity must reach this (default: %(default)s)")
+    p.add_argument("--rollback", action="store_true", help="make 'previous-champion' the champion again")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("predict", help="classify images with a registered model, write Grad-CAM overlays",
+                       description="Load a model from the registry (models:/NAME@ALIAS) and classify images.")
+    p.add_argument("--model", default="models:/pneumonia-classifier@champion", help="(default: %(default)s)")
+    p.add_argument("--output", default="outputs/predictions", help="folder for Grad-CAM overlays (default: %(default)s)")
+    p.add_argument("images", nargs="+", help="image files (.jpeg, .jpg, .png)")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
     from .model import ModelError
+    from .registry import RegistryError
     from .search import SearchError
+    from .train import RetrainError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, ModelError, SearchError) as err:
+    except (ConfigError, DatasetError, ModelError, SearchError, RegistryError, RetrainError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Typed settings, validated once where they enter (CLI or YAML); code further in trusts them."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 BACKBONES = ("resnet50", "resnet152", "mobilenetv2", "efficientnetb0", "densenet121")
@@ -154,3 +154,25 @@ def flat_params(*configs) -> dict[str, str]:
         out.update({k: str(v) for k, v in asdict(cfg).items()})
     return out
 
+
+
+def from_params(cls, params: dict[str, str], **overrides):
+    """Rebuild a config from the string params a run logged (flat_params' inverse), then validate."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        if f.name not in params:
+            continue
+        raw, kind = params[f.name], hints[f.name]
+        if raw == "None":
+            values[f.name] = None
+        elif kind is bool:
+            values[f.name] = raw == "True"
+        elif kind in (int, float, Path, str):
+            values[f.name] = kind(raw)
+        else:  # optional int / str
+            values[f.name] = int(raw) if "int" in str(kind) else raw
+    values.update(overrides)
+    return cls(**values)

@@ -80,9 +80,9 @@ def calibrate_batchnorm(base: keras.Model, images: np.ndarray) -> None:
         layer.momentum = momentum
 
 
-def gradcam_layer(base: keras.Model) -> str:
-    """The backbone's last convolutional output: where Grad-CAM looks."""
-    return base.layers[-1].name
+def conv_layer_name(classifier: keras.Model) -> str:
+    """The backbone's last conv output in a flat classifier (what feeds the pooling): where Grad-CAM looks."""
+    return classifier.get_layer("pool").input._keras_history.operation.name
 
 
 def build_head(input_dim: int, dense_units: int, dropout: float, l2: float, seed: int = 42) -> keras.Sequential:

@@ -17,13 +17,19 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE / 'mlflow.db').resolve()}"
 
 
-def setup(experiment: str) -> str:
-    """Point MLflow at the store and the experiment (created on first use); returns its id."""
+def connect() -> bool:
+    """Point MLflow (tracking and registry) at the store; True when it is the local default."""
     local = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets it
     uri = tracking_uri()
     if local:
         STORE.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    return local
+
+
+def setup(experiment: str) -> str:
+    """Point MLflow at the store and the experiment (created on first use); returns its id."""
+    local = connect()
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         mlflow.set_experiment(experiment)
@@ -54,10 +60,11 @@ def log_figure(fig, artifact_file: str) -> None:
     plt.close(fig)
 
 
-def latest_run(experiment: str, run_type: str) -> mlflow.entities.Run | None:
+def latest_run(experiment: str, run_type: str, finished: bool = False) -> mlflow.entities.Run | None:
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = mlflow.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_TYPE}` = '{run_type}'",
+    query = f"tags.`{RUN_TYPE}` = '{run_type}'" + (" and attributes.status = 'FINISHED'" if finished else "")
+    runs = mlflow.search_runs([found.experiment_id], filter_string=query,
                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0] if runs else None
