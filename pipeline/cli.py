@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import (AugmentConfig, ConfigError, DataConfig, ModelConfig, PreprocessConfig, PromoteConfig,
+from .config import (AugmentConfig, ConfigError, DataConfig, PipelineError, ModelConfig, PreprocessConfig, PromoteConfig,
                      RetrainConfig, SearchConfig)
 
 DEFAULT_DATA_DIR = "data/chest_xray"
@@ -165,6 +165,19 @@ def cmd_predict(a) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def cmd_download(a) -> int:
+    from .download import download
+
+    download(Path(a.data_dir))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    return run_demo(trials=a.trials)
+
+
 def _extra_tags() -> dict:
     """Tags every run carries (the demo marks its runs as synthetic through this)."""
     raw = os.environ.get("PIPELINE_RUN_TAGS", "")
@@ -234,20 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="outputs/predictions", help="folder for Grad-CAM overlays (default: %(default)s)")
     p.add_argument("images", nargs="+", help="image files (.jpeg, .jpg, .png)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("download", help="download the Kaggle dataset with kagglehub into --data-dir",
+                       description="Fetch paultimothymooney/chest-xray-pneumonia; fails at once when offline.")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="(default: %(default)s)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("demo", help="every step on a generated SYNTHETIC data set (a few minutes)",
+                       description="Search (both engines), retrain-best, promote and predict on SYNTHETIC images.")
+    p.add_argument("--trials", type=int, default=3, help="trials per engine (default: %(default)s)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DatasetError
-    from .model import ModelError
-    from .registry import RegistryError
-    from .search import SearchError
-    from .train import RetrainError
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, ModelError, SearchError, RegistryError, RetrainError) as err:
+    except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

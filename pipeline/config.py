@@ -10,7 +10,11 @@ METRICS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 THRESHOLD_RULES = ("sensitivity", "youden")
 
 
-class ConfigError(ValueError):
+class PipelineError(Exception):
+    """Base of the errors a user can act on: the CLI prints their message, not a traceback."""
+
+
+class ConfigError(PipelineError, ValueError):
     """A setting or input file is wrong; the message names it and what was expected."""
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_class_weight
 
-from .config import DataConfig, PreprocessConfig
+from .config import DataConfig, PipelineError, PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 _PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.I), re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-", re.I))
 
 
-class DatasetError(ValueError):
+class DatasetError(PipelineError, ValueError):
     """The dataset cannot be used as it is; the message names the folder or file."""
 
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .config import ModelConfig
+from .config import ModelConfig, PipelineError
 
 # Input scaling of each backbone, as mean/variance on 0..255 inputs, so that it lives inside the
 # model: a saved model then takes plain CLAHE'd pixels and nobody can forget the scaling.
@@ -25,7 +25,7 @@ BACKBONES = {
 }
 
 
-class ModelError(RuntimeError):
+class ModelError(PipelineError, RuntimeError):
     """A backbone could not be built with the requested weights."""
 
 

@@ -10,13 +10,13 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from .config import PromoteConfig
+from .config import PipelineError, PromoteConfig
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 EVALUATION_TAGS = ("test_auc", "test_accuracy", "test_sensitivity", "test_specificity", "threshold")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PipelineError, RuntimeError):
     """The registry does not hold what the command needs (no such model, alias or evaluation)."""
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import tracking
-from .config import AugmentConfig, DataConfig, ModelConfig, PreprocessConfig, SearchConfig, flat_params
+from .config import AugmentConfig, DataConfig, ModelConfig, PipelineError, PreprocessConfig, SearchConfig, flat_params
 from .data import Dataset
 from .features import FeatureSet
 from .gradcam import gradcam_on_features, grid_figure
@@ -25,7 +25,7 @@ from .space import PARAMS, SearchSpace
 GRADCAM_ARTIFACT = "gradcam/val_grid.png"
 
 
-class SearchError(RuntimeError):
+class SearchError(PipelineError, RuntimeError):
     """The search could not produce a usable trial, or cannot resume the study it was pointed at."""
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import tracking
 from .augment import image_dataset
-from .config import AugmentConfig, ModelConfig, RetrainConfig
+from .config import AugmentConfig, ModelConfig, PipelineError, RetrainConfig
 from .data import Dataset, class_weights
 from .features import BACKBONE_WEIGHTS, CALIBRATION_IMAGES
 from .model import (build_backbone, build_classifier, build_head, calibrate_batchnorm, compile_model,
@@ -18,7 +18,7 @@ from .model import (build_backbone, build_classifier, build_head, calibrate_batc
 from .preprocess import to_model_input
 
 
-class RetrainError(RuntimeError):
+class RetrainError(PipelineError, RuntimeError):
     """No search to retrain from, or its record is incomplete."""
 
 

@@ -1,0 +1,86 @@
+# Front door of the pipeline. Every target bootstraps .venv on first use.
+# Override any variable on the command line, e.g. `make search ENGINE=kerastuner TRIALS=20 WEIGHTS=none`.
+
+PYTHON        ?= python3
+VENV          ?= .venv
+PY            := $(VENV)/bin/python
+DATA_DIR      ?= data/chest_xray
+ENGINE        ?= optuna
+TRIALS        ?= 10
+EPOCHS        ?= 10
+BACKBONE      ?= resnet50
+WEIGHTS       ?= imagenet
+IMAGE_SIZE    ?= 224
+MAX_PER_CLASS ?=
+SPACE         ?= search_spaces/default.yaml
+EXPERIMENT    ?= pneumonia-search
+STUDY_NAME    ?=
+STORAGE       ?=
+SEARCH_RUN_ID ?=
+FT_EPOCHS     ?= 10
+FT_LAYERS     ?= 30
+MODEL_NAME    ?= pneumonia-classifier
+MODEL         ?= models:/$(MODEL_NAME)@champion
+IMAGES        ?=
+OUTPUT        ?= outputs/predictions
+UI_PORT       ?= 5000
+PYTEST_ARGS   ?=
+
+optional = $(if $(strip $(2)),$(1) $(2))
+DATA_FLAGS   = --data-dir $(DATA_DIR) --image-size $(IMAGE_SIZE) $(call optional,--max-per-class,$(MAX_PER_CLASS))
+SEARCH_FLAGS = $(DATA_FLAGS) --engine $(ENGINE) --trials $(TRIALS) --epochs $(EPOCHS) --backbone $(BACKBONE) \
+               --weights $(WEIGHTS) --space $(SPACE) --experiment $(EXPERIMENT) \
+               $(call optional,--study-name,$(STUDY_NAME)) $(call optional,--storage,$(STORAGE))
+
+.PHONY: help venv test test-all data data-check search ui retrain-best promote rollback predict demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the pinned requirements
+
+test: $(VENV)/.installed ## run the test suite (integration tests use ../shared/data/chest_xray when present)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+data: $(VENV)/.installed ## download the Kaggle chest X-ray set into DATA_DIR and check it
+	$(PY) -m pipeline download --data-dir $(DATA_DIR)
+	$(PY) -m pipeline data-check --data-dir $(DATA_DIR)
+
+data-check: $(VENV)/.installed ## count, validate and fingerprint DATA_DIR
+	$(PY) -m pipeline data-check $(DATA_FLAGS)
+
+search: $(VENV)/.installed ## hyperparameter search (ENGINE=optuna|kerastuner), every trial in MLflow
+	$(PY) -m pipeline search $(SEARCH_FLAGS)
+
+ui: $(VENV)/.installed ## MLflow UI on http://127.0.0.1:$(UI_PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} --host 127.0.0.1 --port $(UI_PORT)
+
+retrain-best: $(VENV)/.installed ## fine-tune the best trial, evaluate on test, register a challenger
+	$(PY) -m pipeline retrain-best --experiment $(EXPERIMENT) --epochs $(EPOCHS) --fine-tune-epochs $(FT_EPOCHS) \
+		--fine-tune-layers $(FT_LAYERS) --model-name $(MODEL_NAME) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
+		$(if $(filter command line environment,$(origin DATA_DIR)),--data-dir $(DATA_DIR))
+
+promote: $(VENV)/.installed ## make the challenger champion if it is better
+	$(PY) -m pipeline promote --model-name $(MODEL_NAME)
+
+rollback: $(VENV)/.installed ## champion back to previous-champion
+	$(PY) -m pipeline promote --model-name $(MODEL_NAME) --rollback
+
+predict: $(VENV)/.installed ## classify IMAGES="a.jpeg b.png" with MODEL (default: the champion)
+	@test -n "$(IMAGES)" || { echo 'usage: make predict IMAGES="path/a.jpeg path/b.png" [MODEL=models:/NAME@ALIAS]'; exit 2; }
+	$(PY) -m pipeline predict --model $(MODEL) --output $(OUTPUT) $(IMAGES)
+
+demo: $(VENV)/.installed ## every step on a generated SYNTHETIC data set (minutes on 2 CPU cores)
+	$(PY) -m pipeline demo
+
+bench: $(VENV)/.installed ## speed benchmarks on DATA_DIR (see benchmarks/)
+	$(PY) benchmarks/run_all.py --data-dir $(DATA_DIR)
+
+clean: ## remove caches (keeps mlruns/ and data/)
+	rm -rf .cache .pytest_cache outputs
