@@ -19,6 +19,9 @@ STORAGE       ?=
 SEARCH_RUN_ID ?=
 FT_EPOCHS     ?= 10
 FT_LAYERS     ?= 30
+FT_LR_FACTOR  ?= 0.1
+FT_LR         ?=
+PATIENCE      ?= 4
 MODEL_NAME    ?= pneumonia-classifier
 MODEL         ?= models:/$(MODEL_NAME)@champion
 IMAGES        ?=
@@ -63,7 +66,8 @@ ui: $(VENV)/.installed ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 
 retrain-best: $(VENV)/.installed ## fine-tune the best trial, evaluate on test, register a challenger
 	$(PY) -m pipeline retrain-best --experiment $(EXPERIMENT) --epochs $(EPOCHS) --fine-tune-epochs $(FT_EPOCHS) \
-		--fine-tune-layers $(FT_LAYERS) --model-name $(MODEL_NAME) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
+		--fine-tune-layers $(FT_LAYERS) --fine-tune-lr-factor $(FT_LR_FACTOR) $(call optional,--fine-tune-lr,$(FT_LR)) --patience $(PATIENCE) \
+		--model-name $(MODEL_NAME) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
 		$(if $(filter command line environment,$(origin DATA_DIR)),--data-dir $(DATA_DIR))
 
 promote: $(VENV)/.installed ## make the challenger champion if it is better

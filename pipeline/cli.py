@@ -93,8 +93,8 @@ def cmd_search(a) -> int:
                        metric=a.metric, space=Path(a.space), experiment=a.experiment, storage=a.storage,
                        study_name=a.study_name, augment_views=a.augment_views, gradcam_images=a.gradcam_images,
                        seed=a.seed)
-    space = load_space(cfg.space)  # fail on a bad space before any image is read
     _require_data_dir(data_cfg.data_dir)
+    space = load_space(cfg.space)  # fail on a bad space before any image is read
     dataset = load_dataset(data_cfg, pre_cfg)
     print(f"data {dataset.fingerprint}: " + ", ".join(f"{s} {sum(c.values())}" for s, c in dataset.counts().items())
           + f"; skipped {len(dataset.skipped)}", flush=True)
@@ -112,7 +112,7 @@ def cmd_retrain_best(a) -> int:
     from .train import find_search, retrain_best
 
     cfg = RetrainConfig(epochs=a.epochs, fine_tune_epochs=a.fine_tune_epochs, fine_tune_layers=a.fine_tune_layers,
-                        fine_tune_lr_factor=a.fine_tune_lr_factor, batch_size=a.batch_size, patience=a.patience,
+                        fine_tune_lr_factor=a.fine_tune_lr_factor, fine_tune_lr=a.fine_tune_lr, batch_size=a.batch_size, patience=a.patience,
                         threshold_rule=a.threshold_rule, target_sensitivity=a.target_sensitivity,
                         model_name=a.model_name, gradcam_images=a.gradcam_images)
     tracking.setup(a.experiment)
@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-tune-epochs", type=int, default=10, help="stage 2 epochs; 0 skips it (default: %(default)s)")
     p.add_argument("--fine-tune-layers", default="30", help="top backbone layers to unfreeze, or 'all' (use 'all' with --weights none) (default: %(default)s)")
     p.add_argument("--fine-tune-lr-factor", type=float, default=0.1, help="stage 2 learning rate = best lr x this (default: %(default)s)")
+    p.add_argument("--fine-tune-lr", type=float, default=None, help="stage 2 learning rate, overriding the factor "
+                   "(training a random start from scratch wants ~1e-3)")
     p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience (default: %(default)s)")
     p.add_argument("--threshold-rule", default="sensitivity", help="sensitivity (reach --target-sensitivity on val) or youden (default: %(default)s)")

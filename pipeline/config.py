@@ -122,6 +122,7 @@ class RetrainConfig:
     fine_tune_epochs: int = 10
     fine_tune_layers: str = "30"
     fine_tune_lr_factor: float = 0.1
+    fine_tune_lr: float | None = None  # absolute stage-2 rate; wins over the factor (from-scratch training)
     batch_size: int = 32
     patience: int = 4
     threshold_rule: str = "sensitivity"
@@ -136,6 +137,8 @@ class RetrainConfig:
                f"one of {', '.join(THRESHOLD_RULES)}")
         _in_range("target_sensitivity", self.target_sensitivity, 0.0, 1.0, low_open=True)
         _in_range("fine_tune_lr_factor", self.fine_tune_lr_factor, 0.0, 1.0, low_open=True)
+        if self.fine_tune_lr is not None:
+            _in_range("fine_tune_lr", self.fine_tune_lr, 0.0, 1.0, low_open=True)
         for name, low in (("epochs", 1), ("fine_tune_epochs", 0), ("batch_size", 1), ("patience", 1)):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= low, name, value, f"an integer >= {low}")

@@ -25,6 +25,9 @@ BACKBONES = {
 }
 
 
+BN_MOMENTUM_FROM_SCRATCH = 0.9
+
+
 class ModelError(PipelineError, RuntimeError):
     """A backbone could not be built with the requested weights."""
 
@@ -128,6 +131,10 @@ def unfreeze_top(base: keras.Model, n_layers: str, train_batchnorm: bool) -> int
     for i, layer in enumerate(base.layers):
         is_bn = isinstance(layer, layers.BatchNormalization)
         layer.trainable = i >= cutoff and (train_batchnorm or not is_bn)
+        if is_bn and layer.trainable:
+            # Keras ships momentum 0.99-0.999: moving statistics would trail the changing weights
+            # for epochs and validation would see garbage (val AUC stuck at 0.5).
+            layer.momentum = min(layer.momentum, BN_MOMENTUM_FROM_SCRATCH)
         trainable += int(layer.trainable and bool(layer.weights))
     return trainable
 

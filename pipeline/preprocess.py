@@ -22,13 +22,14 @@ class ImageError(ValueError):
 
 def to_gray_uint8(image: np.ndarray) -> np.ndarray:
     """Accept what users have: 8/16-bit, gray, RGB or RGBA; return 8-bit gray."""
-    if image.ndim == 3:
+    if image.ndim == 3 and image.shape[2] <= 2:  # gray (+ alpha)
+        image = image[:, :, 0]
+    elif image.ndim == 3:
         code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = image[:, :, :3] if image.shape[2] > 4 else image
         image = cv2.cvtColor(image, code)
     if image.dtype != np.uint8:
         # 16-bit X-rays rarely use the full range (often 12 bits): stretch what is there.
-        image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
     return image
 
 

@@ -103,7 +103,8 @@ def retrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentConfig
     base.trainable = False
     compile_model(model, params["learning_rate"])
     print(f"stage 1: head on frozen {model_cfg.backbone}, lr={params['learning_rate']:.2g}", flush=True)
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, verbose=0,
+    # shuffle=False: the tf.data pipeline shuffles itself (Keras only warns about its own flag).
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, verbose=0, shuffle=False,
               callbacks=_callbacks(cfg, "stage1/"))
 
     stage1_auc = _val_auc(model, val_ds)
@@ -112,10 +113,11 @@ def retrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentConfig
         # Pretrained BatchNorm statistics are worth keeping (inference mode); a random start has
         # none worth keeping, so there BatchNorm learns along with everything else.
         trainable = unfreeze_top(base, cfg.fine_tune_layers, train_batchnorm=model_cfg.weights == "none")
-        lr = params["learning_rate"] * cfg.fine_tune_lr_factor
+        lr = cfg.fine_tune_lr or params["learning_rate"] * cfg.fine_tune_lr_factor
         compile_model(model, lr)
         print(f"stage 2: {trainable} backbone layers unfrozen ({cfg.fine_tune_layers}), lr={lr:.2g}", flush=True)
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, class_weight=weights, verbose=0,
+                  shuffle=False,
                   callbacks=_callbacks(cfg, "stage2/"))
         stage2_auc = _val_auc(model, val_ds)
         if stage2_auc < stage1_auc:  # keep the best weights of the two stages, not just of the last

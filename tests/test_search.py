@@ -1,0 +1,149 @@
+"""Both engines end to end on synthetic images, against a real SQLite-backed MLflow and Optuna storage."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import AugmentConfig, DataConfig, ModelConfig, PreprocessConfig
+from pipeline.data import load_dataset
+from pipeline.features import build_features
+from pipeline.search import GRADCAM_ARTIFACT
+from pipeline.space import PARAMS
+
+pytestmark = pytest.mark.slow  # real Keras training, MLflow and Optuna stores
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_SPACE = str(REPO / "search_spaces" / "smoke.yaml")
+FINAL_METRICS = ("val_auc", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_loss", "duration_s")
+
+
+def search_argv(data_dir: Path, cache: Path, engine: str, trials: int, experiment: str, *extra: str) -> list[str]:
+    return ["search", "--data-dir", str(data_dir), "--cache-dir", str(cache), "--engine", engine,
+            "--trials", str(trials), "--epochs", "2", "--backbone", "mobilenetv2", "--weights", "none",
+            "--image-size", "32", "--space", SMOKE_SPACE, "--experiment", experiment, "--augment-views", "1",
+            "--gradcam-images", "4", *extra]
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch, synthetic_dir):
+    """Run in a temp folder so mlruns/ (MLflow + Optuna SQLite) lands there, not in the repository."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def runs_of(experiment: str):
+    exp = mlflow.get_experiment_by_name(experiment)
+    return mlflow.search_runs([exp.experiment_id], output_format="list")
+
+
+@pytest.mark.parametrize("engine", ["optuna", "kerastuner"])
+def test_search_logs_parent_and_one_child_per_trial(engine, workdir, synthetic_dir, shared_cache):
+    assert main(search_argv(synthetic_dir, shared_cache, engine, 2, f"t-{engine}")) == 0
+    runs = runs_of(f"t-{engine}")
+    parents = [r for r in runs if r.data.tags.get("pipeline.run_type") == "search"]
+    children = [r for r in runs if r.data.tags.get("pipeline.run_type") == "trial"]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.data.params["engine"] == engine and parent.data.params["backbone"] == "mobilenetv2"
+    assert parent.data.tags["data_fingerprint"] and parent.data.tags["best_trial"] in {"0", "1"}
+    parent_files = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "best_trial.json", "data", "search_space"} <= parent_files
+    client = mlflow.MlflowClient()
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["status"] == "COMPLETE"
+        assert set(PARAMS) <= set(child.data.params)
+        assert set(FINAL_METRICS) <= set(child.data.metrics)
+        assert 0.0 <= child.data.metrics["val_auc"] <= 1.0
+        history = client.get_metric_history(child.info.run_id, "epoch/val_auc")
+        assert [m.step for m in history] == list(range(len(history))) and history
+        assert GRADCAM_ARTIFACT in {a.path for a in client.list_artifacts(child.info.run_id, "gradcam")}
+
+
+def test_optuna_resume_after_kill_keeps_finished_trials(workdir, synthetic_dir, shared_cache):
+    """Kill a search mid-study; the rerun keeps every finished trial and only runs what is missing."""
+    argv = search_argv(synthetic_dir, shared_cache, "optuna", 6, "t-resume", "--study-name", "resume-me")
+    storage = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished = []
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (workdir / "mlruns" / "optuna.db").exists():
+            continue
+        try:
+            study = optuna.load_study(study_name="resume-me", storage=storage)
+        except KeyError:
+            continue
+        finished = [t for t in study.trials if t.state.is_finished()]
+        if len(finished) >= 2:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(finished) >= 2, "the first search never finished two trials"
+    before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="resume-me", storage=storage).trials
+              if t.state.is_finished()}
+
+    assert main(search_argv(synthetic_dir, shared_cache, "optuna", 3 + len(before), "t-resume",
+                            "--study-name", "resume-me")) == 0
+    study = optuna.load_study(study_name="resume-me", storage=storage)
+    after = {t.number: (t.params, t.value) for t in study.trials if t.state.is_finished()}
+    assert len(after) == len(before) + 3
+    assert all(after[n] == before[n] for n in before)  # finished trials untouched, not repeated
+
+
+def test_resuming_with_other_settings_is_refused(workdir, synthetic_dir, shared_cache, capsys):
+    assert main(search_argv(synthetic_dir, shared_cache, "optuna", 1, "t-mismatch", "--study-name", "s1")) == 0
+    argv = search_argv(synthetic_dir, shared_cache, "optuna", 2, "t-mismatch", "--study-name", "s1")
+    argv[argv.index("--epochs") + 1] = "3"
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'s1'" in err and "epochs" in err and "--study-name" in err
+
+
+def test_feature_cache_is_reused_and_invalidated(synthetic_dir, tmp_path):
+    data_cfg = DataConfig(data_dir=synthetic_dir, cache_dir=tmp_path)
+    pre = PreprocessConfig(image_size=32)
+    dataset = load_dataset(data_cfg, pre, progress=False)
+    model = ModelConfig("mobilenetv2", "none", 32)
+    first = build_features(dataset, model, pre, AugmentConfig(), 1, tmp_path, cam_count=2, progress=False)
+    again = build_features(dataset, model, pre, AugmentConfig(), 1, tmp_path, cam_count=2, progress=False)
+    assert not first.from_cache and again.from_cache and again.key == first.key
+    assert (again.train_views == first.train_views).all()
+    assert first.train_views.shape[:2] == (2, len(dataset.split("train")[1]))
+    changed = [build_features(dataset, model, pre, AugmentConfig(flip=False), 1, tmp_path, cam_count=2, progress=False),
+               build_features(dataset, model, pre, AugmentConfig(), 2, tmp_path, cam_count=2, progress=False)]
+    smaller = load_dataset(DataConfig(data_dir=synthetic_dir, cache_dir=tmp_path, max_per_class=4), pre, progress=False)
+    changed.append(build_features(smaller, model, pre, AugmentConfig(), 1, tmp_path, cam_count=2, progress=False))
+    assert all(not c.from_cache for c in changed)
+    assert len({first.key, *(c.key for c in changed)}) == 4
+
+
+def test_bad_search_space_fails_before_any_work(workdir, synthetic_dir, capsys):
+    bad = workdir / "bad.yaml"
+    bad.write_text("dense_units: {type: choice, values: [32]}\ndropout: {type: float, low: 0.5, high: 0.1}\n"
+                   "l2: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\nlearning_rate: {type: float, low: 0.001, high: 0.01}\n")
+    argv = search_argv(synthetic_dir, workdir / "cache", "optuna", 1, "t-bad")
+    argv[argv.index("--space") + 1] = str(bad)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "dropout" in err
+    assert not (workdir / "cache").exists()  # nothing was decoded or cached
+
+
+def test_search_without_data_names_the_folder_and_the_ways_out(workdir, capsys):
+    assert main(["search", "--data-dir", "no/such/folder", "--weights", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "no/such/folder" in err and "make data" in err and "DATA_DIR=" in err and "make demo" in err
