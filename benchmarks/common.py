@@ -5,8 +5,10 @@ Every script writes its caches into a temporary folder, so a run leaves nothing 
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,9 +42,16 @@ def parser(description: str, per_class: int | None = 100) -> argparse.ArgumentPa
     return p
 
 
+def tempdir(prefix: str) -> Path:
+    """A fresh temporary folder, removed when the script ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def configs(a, per_class: int | None = None) -> tuple[DataConfig, PreprocessConfig, ModelConfig, AugmentConfig]:
     """The pipeline's own configs for these flags; the cache lives in a fresh temporary folder."""
-    cache = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    cache = tempdir("bench-cache-")
     data = DataConfig(data_dir=Path(a.data_dir), max_per_class=per_class or a.per_class, seed=a.seed, cache_dir=cache)
     return data, PreprocessConfig(a.image_size), ModelConfig(a.backbone, "none", a.image_size), AugmentConfig()
 
@@ -150,3 +159,20 @@ def sample_params(space_path: str | Path, count: int, seed: int) -> list[dict]:
 
 def fmt_params(params: dict) -> str:
     return " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def clock_calibration(store: dict) -> None:
+    """Record build_features' BatchNorm calibration time in store["calibration"].
+
+    Only weights=none calibrates (one training-mode pass over 128 images); ImageNet weights skip it,
+    so the scripts report it apart. Wraps the name pipeline.features calls; the pipeline is unchanged.
+    """
+    import pipeline.features as features
+
+    original = features.calibrate_batchnorm
+
+    def timed_calibration(*args, **kwargs):
+        with timed(store, "calibration"):
+            return original(*args, **kwargs)
+
+    features.calibrate_batchnorm = timed_calibration

@@ -8,7 +8,6 @@ again every trial. The flat model is built outside the naive timing, as if a tri
 """
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +74,7 @@ def main() -> None:
                        cam_count=a.gradcam_images, batch_size=a.batch_size, progress=False)
     print(f"  train vectors per epoch {f.train_views.shape[0] * f.train_views.shape[1]}, "
           f"val {len(f.y_val)}, Grad-CAM images {len(f.cam_images)}", flush=True)
-    out = Path(tempfile.mkdtemp(prefix="bench-gradcam-"))
+    out = common.tempdir("bench-gradcam-")
 
     rows = []
     for i, params in enumerate(common.sample_params(a.space, a.trials, a.seed)):

@@ -9,7 +9,6 @@ Every side delivers the same batches: (batch, size, size, 3) float32 pixels of t
 """
 from __future__ import annotations
 
-import tempfile
 import time
 
 import common  # noqa: F401  (sets up paths and quiets TensorFlow first)
@@ -54,7 +53,7 @@ def main() -> None:
     print(f"  {len(manifest)} train images x {a.epochs} epochs = {n} augmented images per side", flush=True)
 
     seeds_s = seeds_epochs(manifest, aug_cfg, pre_cfg, a.batch_size, a.epochs, a.seed)
-    cache = tempfile.mkdtemp(prefix="bench-images-")
+    cache = common.tempdir("bench-images-")
     cold = project_epochs(manifest, aug_cfg, pre_cfg, a.batch_size, a.epochs, a.seed, cache)
     warm = project_epochs(manifest, aug_cfg, pre_cfg, a.batch_size, a.epochs, a.seed, cache)
 

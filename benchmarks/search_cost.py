@@ -40,7 +40,8 @@ class EpochClock:
 
 
 def project_side(a, data_cfg, pre_cfg, model_cfg, aug_cfg, params: list[dict]) -> dict:
-    out = {"trials": []}
+    out = {"trials": [], "calibration": 0.0}
+    common.clock_calibration(out)
     with common.timed(out, "load"):
         dataset = load_dataset(data_cfg, pre_cfg, progress=False)
     with common.timed(out, "features"):
@@ -104,8 +105,8 @@ def main() -> None:
     p.add_argument("--metric", default="val_auc")
     p.add_argument("--augment-views", type=int, default=2, help="(b): augmented copies of train in the feature cache")
     p.add_argument("--space", default=str(common.REPO / "search_spaces/default.yaml"))
-    p.add_argument("--project-trials", type=int, default=10, help="trials of the projection line (Makefile default)")
-    p.add_argument("--project-epochs", type=int, default=10, help="epochs of the projection line (Makefile default)")
+    p.add_argument("--estimate-trials", type=int, default=10, help="trials of the ESTIMATE line (Makefile default)")
+    p.add_argument("--estimate-epochs", type=int, default=10, help="epochs of the ESTIMATE line (Makefile default)")
     a = p.parse_args()
     common.header("search cost: ImageDataGenerator + backbone per batch  vs  decode/feature cache + head only", a,
                   seeds_generator=common.SEEDS_GENERATOR_NAME)
@@ -140,25 +141,28 @@ def main() -> None:
     proj_trials = sum(t["seconds"] for t in proj["trials"])
     print(f"\n(a) seeds' way, {a.trials} trials x {a.epochs} epochs:           {seeds_total:8.1f} s")
     print(f"(b) project, total:                                {proj_total:8.1f} s"
-          f"  (decode+CLAHE cache {proj['load']:.1f} s, feature cache {proj['features']:.1f} s, "
-          f"trials {proj_trials:.1f} s)")
+          f"  (decode+CLAHE cache {proj['load']:.1f} s, feature cache {proj['features']:.1f} s "
+          f"of which BatchNorm calibration {proj['calibration']:.1f} s, trials {proj_trials:.1f} s)")
     print(f"(b) project, per trial excluding the caches:       {proj_trials / a.trials:8.2f} s"
           f"  vs (a) {seeds_total / a.trials:.1f} s per trial: {common.ratio(seeds_total, proj_trials)}")
     total_ratio = seeds_total / proj_total
     print(f"RATIO (a)/(b), whole search incl. the one-off caches: {total_ratio:.1f}x   "
           f"target >= {TARGET:.0f}x: {'met' if total_ratio >= TARGET else 'NOT met at these settings'}")
+    print(f"      the same without the BatchNorm calibration (weights=none only; ImageNet weights skip it): "
+          f"{common.ratio(seeds_total, proj_total - proj['calibration'])}")
 
-    # Linear projection from this run's own figures: (a) pays every epoch of every trial, (b) the caches once.
+    # Linear estimate from this run's own figures: (a) pays every epoch of every trial, (b) the caches once.
     s_epoch, s_fixed = fixed_cost(seeds["trials"])
     b_epoch, b_fixed = fixed_cost(proj["trials"])
-    T, E = a.project_trials, a.project_epochs
+    T, E = a.estimate_trials, a.estimate_epochs
     s_proj = T * (s_fixed + E * s_epoch)
     b_proj = proj["load"] + proj["features"] + T * (b_fixed + E * b_epoch)
     print(f"per epoch: (a) {s_epoch:.2f} s, (b) {b_epoch:.3f} s; per trial outside epochs: (a) {s_fixed:.1f} s, "
           f"(b) {b_fixed:.2f} s")
     print(f"ESTIMATE (linear, from the figures above, not measured) for {T} trials x {E} epochs on these images: "
           f"(a) {s_proj:.0f} s, (b) {b_proj:.0f} s, ratio {s_proj / b_proj:.1f}x "
-          f"(measure it with --trials {T} --epochs {E})")
+          f"(measure it with --trials {T} --epochs {E}); without the calibration: "
+          f"{common.ratio(s_proj, b_proj - proj['calibration'])}")
 
 
 if __name__ == "__main__":

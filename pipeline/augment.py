@@ -33,6 +33,7 @@ def image_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int
                   augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 42
                   ) -> tf.data.Dataset:
     """Batches of (size, size, 3) float pixels in 0..255 from cached uint8 gray images.
+
     Augmentation runs per batch on tf.data's threads; validation and test pass augment=None.
     """
     parts: tuple = (images,) if labels is None else (images, labels.astype(np.float32))

@@ -62,7 +62,7 @@ def _require_data_dir(path: Path) -> None:
 
 
 def cmd_data_check(a) -> int:
-    from .data import load_dataset
+    from .data import load_dataset, shared_patient_ids
 
     data_cfg, pre_cfg = _data_configs(a)
     _require_data_dir(data_cfg.data_dir)
@@ -74,6 +74,10 @@ def cmd_data_check(a) -> int:
     print(f"dataset {data_cfg.data_dir}  fingerprint {ds.fingerprint}")
     for split, counts in report["splits"].items():
         print(f"  {split:5s} " + "  ".join(f"{cls}={n}" for cls, n in counts.items()) + f"  total={sum(counts.values())}")
+    shared = shared_patient_ids(ds.manifest)
+    if shared:
+        print(f"  note: {len(shared)} patient id(s) appear in both train/val and test (e.g. {', '.join(shared[:3])}); "
+              "test/ is used as given, so if these are the same patients, test figures are optimistic")
     print(f"  skipped {len(ds.skipped)} file(s)" + (":" if ds.skipped else ""))
     for item in ds.skipped:
         print(f"    {item['path']}: {item['reason']}")

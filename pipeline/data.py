@@ -180,6 +180,12 @@ def load_dataset(cfg: DataConfig, preprocess_cfg: PreprocessConfig, progress: bo
     return Dataset(manifest=manifest, images=images, skipped=skipped, fingerprint=fingerprint(manifest))
 
 
+def shared_patient_ids(manifest: pd.DataFrame) -> list[str]:
+    """Patient ids found in both train/val and test: the folders are trusted, but a user should know."""
+    test = set(manifest.loc[manifest["split"] == "test", "patient_id"])
+    return sorted(test & set(manifest.loc[manifest["split"] != "test", "patient_id"]))
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """'Balanced' weights so the minority class (NORMAL in Kermany) is not drowned out."""
     classes = np.array([0, 1])

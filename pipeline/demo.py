@@ -11,7 +11,20 @@ from pathlib import Path
 DATA_DIR = Path("data/SYNTHETIC-demo")
 EXPERIMENT = "SYNTHETIC-demo"
 MODEL_NAME = "SYNTHETIC-demo-classifier"
-COMMON = ["--data-dir", str(DATA_DIR), "--backbone", "mobilenetv2", "--weights", "none", "--image-size", "64"]
+COMMON = ["--data-dir", str(DATA_DIR), "--backbone", "mobilenetv2", "--weights", "none", "--image-size", "96"]
+
+
+def _model_uri() -> str:
+    """The champion; the challenger when promotion refused it (the demo still shows prediction)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
+        return f"models:/{MODEL_NAME}@champion"
+    except MlflowException:
+        print("no champion (promotion refused the challenger): predicting with the challenger")
+        return f"models:/{MODEL_NAME}@challenger"
 
 
 def run_demo(trials: int = 3) -> int:
@@ -19,14 +32,15 @@ def run_demo(trials: int = 3) -> int:
     from .synthetic import make_synthetic_dataset
 
     os.environ["PIPELINE_RUN_TAGS"] = "dataset=SYNTHETIC,demo=true"
-    make_synthetic_dataset(DATA_DIR, size=128)
+    make_synthetic_dataset(DATA_DIR, per_class_train=150, per_class_test=30, size=128)
     steps = [
         ("search with Optuna", ["search", *COMMON, "--engine", "optuna", "--trials", str(trials), "--epochs", "8",
                                 "--experiment", EXPERIMENT, "--space", "search_spaces/default.yaml"]),
         ("search with Keras Tuner", ["search", *COMMON, "--engine", "kerastuner", "--trials", str(trials),
                                      "--epochs", "8", "--experiment", EXPERIMENT, "--space", "search_spaces/default.yaml"]),
-        ("retrain the best trial", ["retrain-best", "--experiment", EXPERIMENT, "--epochs", "4", "--fine-tune-epochs", "3",
-                                    "--fine-tune-layers", "all", "--model-name", MODEL_NAME, "--gradcam-images", "8"]),
+        ("retrain the best trial", ["retrain-best", "--experiment", EXPERIMENT, "--epochs", "1", "--fine-tune-epochs", "12",
+                                    "--fine-tune-layers", "all", "--fine-tune-lr", "0.001", "--patience", "12",
+                                    "--model-name", MODEL_NAME, "--gradcam-images", "8"]),
         ("promote", ["promote", "--model-name", MODEL_NAME]),
         ("predict", ["predict", "--model", f"models:/{MODEL_NAME}@champion", "--output", "outputs/SYNTHETIC-demo",
                      *[str(p) for p in sorted((DATA_DIR / "test" / "PNEUMONIA").iterdir())[:2]],
@@ -34,6 +48,8 @@ def run_demo(trials: int = 3) -> int:
     ]
     for i, (title, argv) in enumerate(steps, 1):
         print(f"\n=== demo step {i}/{len(steps)}: {title} (SYNTHETIC data) ===", flush=True)
+        if title == "predict":
+            argv[argv.index("--model") + 1] = _model_uri()
         code = main(argv)
         if code:
             print(f"demo stopped: step '{title}' exited with {code}")

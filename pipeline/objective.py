@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import keras
@@ -16,10 +16,6 @@ from .model import build_head, compile_model
 LOWER_IS_BETTER = {"val_loss"}
 
 
-class StopTrial(Exception):
-    """Raised by an epoch callback to end a trial early (a pruner's decision)."""
-
-
 @dataclass
 class TrialResult:
     score: float
@@ -29,7 +25,6 @@ class TrialResult:
     val_proba: np.ndarray
     seconds: float
     status: str = "COMPLETE"  # or "PRUNED"
-    extra: dict = field(default_factory=dict)
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5,

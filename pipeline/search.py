@@ -5,13 +5,12 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import keras
 import mlflow
-import numpy as np
 import pandas as pd
 
 from . import tracking
@@ -76,8 +75,7 @@ class TrialRunner:
             except Exception as err:
                 mlflow.set_tags({"status": "FAILED", "error": f"{err.__class__.__name__}: {err}"[:5000]})
                 print(f"trial {number:3d} FAILED: {err.__class__.__name__}: {err}", flush=True)
-                mlflow.end_run(status="FAILED")
-                raise
+                raise  # leaving the `with` block marks this child run FAILED
             mlflow.log_metrics({**result.metrics, "duration_s": result.seconds,
                                 "epochs_run": len(result.history.get("loss", []))})
             cam_seconds = self._log_gradcam(result)

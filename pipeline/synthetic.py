@@ -49,11 +49,11 @@ def _draw(rng: np.random.Generator, size: int, pneumonia: bool) -> np.ndarray:
     if pneumonia:
         patches = np.zeros_like(image)
         inside = np.argwhere(lungs > 0.9)
-        for _ in range(rng.integers(2, 5)):
+        for _ in range(rng.integers(2, 4)):  # consolidations: large, dense, blurred
             y, x = inside[rng.integers(len(inside))]
-            radius = s * rng.uniform(0.06, 0.1)
+            radius = s * rng.uniform(0.14, 0.2)
             axes = (max(1, int(radius)), max(1, int(radius * rng.uniform(0.6, 1.0))))
-            cv2.ellipse(patches, (int(x), int(y)), axes, rng.uniform(0, 180), 0, 360, rng.uniform(55, 85), -1)
+            cv2.ellipse(patches, (int(x), int(y)), axes, rng.uniform(0, 180), 0, 360, rng.uniform(120, 160), -1)
         mottle = cv2.GaussianBlur(rng.uniform(0.5, 1.2, image.shape).astype(np.float32), (0, 0), s * 0.02 + 0.5)
         image += cv2.GaussianBlur(patches, (0, 0), s * 0.03 + 0.5) * mottle * lungs
 

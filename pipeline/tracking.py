@@ -8,6 +8,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from .config import ConfigError
+
 STORE = Path("mlruns")
 RUN_TYPE = "pipeline.run_type"
 
@@ -31,6 +33,9 @@ def setup(experiment: str) -> str:
     """Point MLflow at the store and the experiment (created on first use); returns its id."""
     local = connect()
     found = mlflow.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise ConfigError(f"MLflow experiment '{experiment}' was deleted: restore it (mlflow experiments restore "
+                          f"--experiment-id {found.experiment_id}) or choose another --experiment")
     if found is not None:
         mlflow.set_experiment(experiment)
         return found.experiment_id

@@ -105,7 +105,7 @@ def test_promote_and_predict_commands(trained, synthetic_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1  # one file failed ...
     assert "corrupt.jpeg" in captured.err
-    line = next(l for l in captured.out.splitlines() if good.name in l)  # ... and the other still ran
+    line = next(row for row in captured.out.splitlines() if good.name in row)  # ... and the other still ran
     prob = float(line.split("p(pneumonia)=")[1].split()[0])
     assert 0.0 <= prob <= 1.0 and ("PNEUMONIA" in line or "NORMAL" in line)
     assert (out / f"{good.stem}_gradcam.png").stat().st_size > 0

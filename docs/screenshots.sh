@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Screenshots of the MLflow UI for the README, from the runs in mlruns/ (Debian's chromium, headless).
+# Usage: docs/screenshots.sh EXPERIMENT MODEL_NAME   (after a search and a retrain-best)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+experiment=${1:-pneumonia-search}
+model=${2:-pneumonia-classifier}
+port=5055
+.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $port >/tmp/mlflow-ui.log 2>&1 &
+ui=$!
+trap 'kill $ui' EXIT
+for _ in $(seq 60); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
+
+# Pages to shoot, from what the store holds.
+eval "$(.venv/bin/python - "$experiment" <<'PY'
+import sys, json, urllib.parse, mlflow
+mlflow.set_tracking_uri("sqlite:///mlruns/mlflow.db")
+exp = mlflow.get_experiment_by_name(sys.argv[1])
+runs = mlflow.search_runs([exp.experiment_id], filter_string="tags.`pipeline.run_type` = 'trial'",
+                          order_by=["attributes.start_time DESC"], max_results=8, output_format="list")
+ids = json.dumps([r.info.run_id for r in runs])
+best = max(runs, key=lambda r: r.data.metrics.get("val_auc", 0))
+print(f"exp_id={exp.experiment_id}")
+print(f"compare_runs='{urllib.parse.quote(ids)}'")
+print(f"best_run={best.info.run_id}")
+PY
+)"
+base="http://127.0.0.1:$port/#"
+shoot() {  # name url
+  chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
+    --disable-sync --no-first-run --hide-scrollbars --user-data-dir="$(mktemp -d)" --window-size=1400,900 \
+    --virtual-time-budget=15000 --screenshot="docs/$1.png" "$2" 2>/dev/null
+}
+shoot mlflow-compare "$base/compare-runs?runs=$compare_runs&experiments=%5B%22$exp_id%22%5D"
+shoot mlflow-trial-gradcam "$base/experiments/$exp_id/runs/$best_run/artifacts/gradcam/val_grid.png"
+shoot mlflow-registry "$base/models/$model"
+shoot mlflow-experiment "$base/experiments/$exp_id"
+ls -la docs/*.png
