@@ -36,3 +36,8 @@ shoot mlflow-trial-gradcam "$base/experiments/$exp_id/runs/$best_run/artifacts/g
 shoot mlflow-registry "$base/models/$model"
 shoot mlflow-experiment "$base/experiments/$exp_id"
 ls -la docs/*.png
+# Keep them small for git: 128-colour palettes.
+.venv/bin/python -c "
+from PIL import Image; import glob
+for f in glob.glob('docs/mlflow-*.png'):
+    Image.open(f).convert('RGB').quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(f, optimize=True)"
