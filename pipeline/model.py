@@ -58,6 +58,9 @@ def build_backbone(cfg: ModelConfig, seed: int = 42) -> keras.Model:
                 "Offline or behind a firewall? Use --weights none (random start) or "
                 "--weights PATH with a local .h5 / .weights.h5 file") from err
         raise
+    # Re-wrap with the single input tensor: Keras applications built on an input_tensor expect a
+    # list of inputs and warn on every call with a plain tensor. Same layers, so still flat.
+    base = keras.Model(inputs, base.output, name=base.name)
     if cfg.weights not in ("imagenet", "none"):
         try:
             base.load_weights(cfg.weights)
