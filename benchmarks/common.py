@@ -176,3 +176,20 @@ def clock_calibration(store: dict) -> None:
             return original(*args, **kwargs)
 
     features.calibrate_batchnorm = timed_calibration
+
+
+def warm_up(a) -> float:
+    """One untimed calibration pass: the first big eager pass in a process costs several times a later one,
+    and would otherwise land on whichever side or size runs first."""
+    import keras
+    import numpy as np
+
+    from pipeline.config import ModelConfig
+    from pipeline.features import CALIBRATION_IMAGES
+    from pipeline.model import build_backbone, calibrate_batchnorm
+
+    start = time.perf_counter()
+    base = build_backbone(ModelConfig(a.backbone, "none", a.image_size), seed=a.seed)
+    calibrate_batchnorm(base, np.zeros((CALIBRATION_IMAGES, a.image_size, a.image_size, 3), np.float32))
+    keras.backend.clear_session()
+    return time.perf_counter() - start

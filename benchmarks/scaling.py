@@ -22,22 +22,6 @@ def ints(text: str) -> list[int]:
     return sorted(int(v) for v in text.split(","))
 
 
-def warm_up(a) -> float:
-    """One untimed calibration pass: the first big eager pass in a process costs several times a later one,
-    and would otherwise land on whichever size runs first."""
-    import numpy as np
-
-    from pipeline.config import ModelConfig
-    from pipeline.features import CALIBRATION_IMAGES
-    from pipeline.model import build_backbone, calibrate_batchnorm
-
-    start = time.perf_counter()
-    base = build_backbone(ModelConfig(a.backbone, "none", a.image_size), seed=a.seed)
-    calibrate_batchnorm(base, np.zeros((CALIBRATION_IMAGES, a.image_size, a.image_size, 3), np.float32))
-    keras.backend.clear_session()
-    return time.perf_counter() - start
-
-
 def one_size(a, per_class: int, params: list[dict]) -> dict:
     data_cfg, pre_cfg, model_cfg, aug_cfg = common.configs(a, per_class)
     t: dict = {}
@@ -70,7 +54,7 @@ def main() -> None:
     common.header("scaling of the cached search: feature build once, then trials on cached vectors", a)
     params = common.sample_params(a.space, max(a.trials), a.seed)
     print(f"  TensorFlow warm-up (one calibration pass, not in the table; a real search pays it once): "
-          f"{warm_up(a):.1f} s", flush=True)
+          f"{common.warm_up(a):.1f} s", flush=True)
     common.clock_calibration(CALIBRATION)
     rows = []
     for size in a.sizes:

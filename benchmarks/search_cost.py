@@ -98,8 +98,8 @@ def fixed_cost(trials: list[dict]) -> tuple[float, float]:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--metric", default="val_auc")
@@ -113,6 +113,8 @@ def main() -> None:
     data_cfg, pre_cfg, model_cfg, aug_cfg = common.configs(a)
     params = common.sample_params(a.space, a.trials, a.seed)
 
+    print(f"  TensorFlow warm-up (one calibration pass, before either side is timed): {common.warm_up(a):.1f} s",
+          flush=True)
     start = time.perf_counter()
     proj = project_side(a, data_cfg, pre_cfg, model_cfg, aug_cfg, params)
     proj_total = time.perf_counter() - start

@@ -14,6 +14,7 @@ from .features import FeatureSet
 from .model import build_head, compile_model
 
 LOWER_IS_BETTER = {"val_loss"}
+STEPS_PER_EXECUTION = 32  # a head on cached vectors: per-batch Python overhead is most of an epoch
 
 
 @dataclass
@@ -70,7 +71,8 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
     x_train = features.train_views.reshape(views * n, dim)
     y_train = np.tile(features.y_train, views).astype(np.float32)
     head = compile_model(build_head(dim, int(params["dense_units"]), float(params["dropout"]),
-                                    float(params["l2"]), seed=seed), float(params["learning_rate"]))
+                                    float(params["l2"]), seed=seed), float(params["learning_rate"]),
+                         steps_per_execution=STEPS_PER_EXECUTION)
     mode = "min" if metric in LOWER_IS_BETTER else "max"
     hook = _EpochHook(on_epoch)
     head.fit(x_train, y_train, validation_data=(features.val, features.y_val.astype(np.float32)),
@@ -79,10 +81,12 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
              callbacks=[keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=patience,
                                                       restore_best_weights=True),
                         hook])
-    proba = head.predict(features.val, batch_size=256, verbose=0).reshape(-1)
+    # one eager call on the small head: predict()/evaluate() would each trace a new graph per trial
+    proba = keras.ops.convert_to_numpy(head(features.val, training=False)).reshape(-1)
     metrics = classification_metrics(features.y_val, proba)
-    metrics["val_loss"] = float(head.evaluate(features.val, features.y_val.astype(np.float32),
-                                              batch_size=256, verbose=0, return_dict=True)["loss"])
+    bce = keras.losses.binary_crossentropy(features.y_val.astype(np.float32).reshape(-1, 1), proba.reshape(-1, 1))
+    metrics["val_loss"] = float(np.mean(keras.ops.convert_to_numpy(bce))
+                                + sum(float(keras.ops.convert_to_numpy(w)) for w in head.losses))
     return TrialResult(score=metrics[metric], metrics=metrics, history=hook.history, head=head, val_proba=proba,
                        seconds=time.perf_counter() - start,
                        status="PRUNED" if hook.stopped_by_pruner else "COMPLETE")

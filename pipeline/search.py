@@ -95,7 +95,7 @@ class TrialRunner:
         start = time.perf_counter()
         size = f.cam_images.shape[1]
         cams = gradcam_on_features(result.head, f.cam_maps, size)
-        probs = result.head.predict(f.cam_maps.mean(axis=(1, 2)), verbose=0).reshape(-1)
+        probs = keras.ops.convert_to_numpy(result.head(f.cam_maps.mean(axis=(1, 2)), training=False)).reshape(-1)
         fig = grid_figure(f.cam_images, cams, f.cam_labels, probs,
                           title=f"Grad-CAM, fixed validation images ({self.cfg.metric}={result.score:.3f})")
         tracking.log_figure(fig, GRADCAM_ARTIFACT)
