@@ -8,7 +8,6 @@ again every trial. The flat model is built outside the naive timing, as if a tri
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import common  # noqa: F401  (sets up paths and quiets TensorFlow first)
