@@ -41,6 +41,12 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
     }
 
 
+def head_proba(head: keras.Model, vectors: np.ndarray) -> np.ndarray:
+    """P(pneumonia) per pooled feature vector: one eager call, because predict() would trace a
+    new graph for every trial's head."""
+    return keras.ops.convert_to_numpy(head(vectors, training=False)).reshape(-1)
+
+
 class _EpochHook(keras.callbacks.Callback):
     def __init__(self, on_epoch: Callable[[int, dict], bool] | None):
         super().__init__()
@@ -75,18 +81,17 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
                          steps_per_execution=STEPS_PER_EXECUTION)
     mode = "min" if metric in LOWER_IS_BETTER else "max"
     hook = _EpochHook(on_epoch)
-    head.fit(x_train, y_train, validation_data=(features.val, features.y_val.astype(np.float32)),
+    y_val = features.y_val.astype(np.float32)
+    head.fit(x_train, y_train, validation_data=(features.val, y_val),
              epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
              class_weight=class_weights(features.y_train),
              callbacks=[keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=patience,
                                                       restore_best_weights=True),
                         hook])
-    # one eager call on the small head: predict()/evaluate() would each trace a new graph per trial
-    proba = keras.ops.convert_to_numpy(head(features.val, training=False)).reshape(-1)
+    proba = head_proba(head, features.val)
     metrics = classification_metrics(features.y_val, proba)
-    bce = keras.losses.binary_crossentropy(features.y_val.astype(np.float32).reshape(-1, 1), proba.reshape(-1, 1))
-    metrics["val_loss"] = float(np.mean(keras.ops.convert_to_numpy(bce))
-                                + sum(float(keras.ops.convert_to_numpy(w)) for w in head.losses))
+    # the compiled loss plus the L2 penalties, as evaluate() reports it, without tracing another graph
+    metrics["val_loss"] = float(head.compute_loss(y=y_val.reshape(-1, 1), y_pred=proba.reshape(-1, 1), training=False))
     return TrialResult(score=metrics[metric], metrics=metrics, history=hook.history, head=head, val_proba=proba,
                        seconds=time.perf_counter() - start,
                        status="PRUNED" if hook.stopped_by_pruner else "COMPLETE")

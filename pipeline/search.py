@@ -18,7 +18,7 @@ from .config import AugmentConfig, DataConfig, ModelConfig, PipelineError, Prepr
 from .data import Dataset
 from .features import FeatureSet
 from .gradcam import gradcam_on_features, grid_figure
-from .objective import LOWER_IS_BETTER, TrialResult, objective
+from .objective import LOWER_IS_BETTER, TrialResult, head_proba, objective
 from .space import PARAMS, SearchSpace
 
 GRADCAM_ARTIFACT = "gradcam/val_grid.png"
@@ -95,7 +95,7 @@ class TrialRunner:
         start = time.perf_counter()
         size = f.cam_images.shape[1]
         cams = gradcam_on_features(result.head, f.cam_maps, size)
-        probs = keras.ops.convert_to_numpy(result.head(f.cam_maps.mean(axis=(1, 2)), training=False)).reshape(-1)
+        probs = head_proba(result.head, f.cam_maps.mean(axis=(1, 2)))
         fig = grid_figure(f.cam_images, cams, f.cam_labels, probs,
                           title=f"Grad-CAM, fixed validation images ({self.cfg.metric}={result.score:.3f})")
         tracking.log_figure(fig, GRADCAM_ARTIFACT)
