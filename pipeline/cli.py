@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import (AugmentConfig, ConfigError, DataConfig, PipelineError, ModelConfig, PreprocessConfig, PromoteConfig,
+from .config import (AugmentConfig, ConfigError, DataConfig, Interrupted, PipelineError, ModelConfig, PreprocessConfig, PromoteConfig,
                      RetrainConfig, SearchConfig)
 
 DEFAULT_DATA_DIR = "data/chest_xray"
@@ -271,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
+    except Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted: stopped before anything was saved by this step; run the same command again", file=sys.stderr)
+        return 130
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,6 +18,13 @@ class ConfigError(PipelineError, ValueError):
     """A setting or input file is wrong; the message names it and what was expected."""
 
 
+class Interrupted(PipelineError):
+    """Ctrl-C (or SIGTERM) after the step saved what it had; the message says what was kept and how to go on.
+
+    The CLI prints it as one `interrupted: ...` line and exits 130, the shell's code for SIGINT.
+    """
+
+
 def _check(ok: bool, name: str, value, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{name}={value!r} is invalid: expected {expected}")
