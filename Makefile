@@ -16,6 +16,13 @@ SPACE         ?= search_spaces/default.yaml
 EXPERIMENT    ?= pneumonia-search
 STUDY_NAME    ?=
 STORAGE       ?=
+WORKERS       ?= 1
+HEARTBEAT     ?= 10
+PG_DIR        ?= .pg
+PG_PORT       ?= 5433
+BACKEND_STORE ?= sqlite:///mlruns/mlflow.db
+ARTIFACTS     ?= mlruns/artifacts
+SERVER_PORT   ?= 5050
 SEARCH_RUN_ID ?=
 FT_EPOCHS     ?= 10
 FT_LAYERS     ?= 30
@@ -27,15 +34,24 @@ MODEL         ?= models:/$(MODEL_NAME)@champion
 IMAGES        ?=
 OUTPUT        ?= outputs/predictions
 UI_PORT       ?= 5000
+SERVE_PORT    ?= 5001
 PYTEST_ARGS   ?=
+
+# Private by default, also for `mlflow ui` / `mlflow server` / `mlflow models serve`, which run outside the
+# package: no MLflow usage telemetry unless you set MLFLOW_DISABLE_TELEMETRY to false yourself; Keras and
+# matplotlib keep their config and caches under .cache/ instead of ~/.keras and ~/.cache (README: Privacy).
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export KERAS_HOME ?= $(CURDIR)/.cache/keras
+export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
 optional = $(if $(strip $(2)),$(1) $(2))
 DATA_FLAGS   = --data-dir $(DATA_DIR) --image-size $(IMAGE_SIZE) $(call optional,--max-per-class,$(MAX_PER_CLASS))
 SEARCH_FLAGS = $(DATA_FLAGS) --engine $(ENGINE) --trials $(TRIALS) --epochs $(EPOCHS) --backbone $(BACKBONE) \
                --weights $(WEIGHTS) --space $(SPACE) --experiment $(EXPERIMENT) \
-               $(call optional,--study-name,$(STUDY_NAME)) $(call optional,--storage,$(STORAGE))
+               $(call optional,--study-name,$(STUDY_NAME)) $(call optional,--storage,$(STORAGE)) \
+               --workers $(WORKERS) --heartbeat $(HEARTBEAT)
 
-.PHONY: help venv test test-all data data-check search ui retrain-best promote rollback predict demo bench clean
+.PHONY: help venv test test-all data data-check search ui retrain-best promote rollback predict serve evaluate demo bench clean postgres postgres-stop server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,6 +77,15 @@ data-check: $(VENV)/.installed ## count, validate and fingerprint DATA_DIR
 search: $(VENV)/.installed ## hyperparameter search (ENGINE=optuna|kerastuner), every trial in MLflow
 	$(PY) -m pipeline search $(SEARCH_FLAGS)
 
+postgres: $(VENV)/.installed ## local PostgreSQL in PG_DIR on 127.0.0.1:PG_PORT (apt-get installs it if missing); prints STORAGE
+	$(PY) -m pipeline.servers postgres --dir $(PG_DIR) --port $(PG_PORT)
+
+postgres-stop: $(VENV)/.installed ## stop the PostgreSQL of make postgres
+	$(PY) -m pipeline.servers postgres --dir $(PG_DIR) --stop
+
+server: $(VENV)/.installed ## mlflow server on 127.0.0.1:SERVER_PORT (BACKEND_STORE, ARTIFACTS) for workers on several machines
+	$(PY) -m pipeline.servers mlflow --backend-store $(BACKEND_STORE) --artifacts $(ARTIFACTS) --port $(SERVER_PORT)
+
 ui: $(VENV)/.installed ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} --host 127.0.0.1 --port $(UI_PORT)
 
@@ -70,15 +95,23 @@ retrain-best: $(VENV)/.installed ## fine-tune the best trial, evaluate on test, 
 		--model-name $(MODEL_NAME) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
 		$(if $(filter command line environment,$(origin DATA_DIR)),--data-dir $(DATA_DIR))
 
-promote: $(VENV)/.installed ## make the challenger champion if it is better
+promote: $(VENV)/.installed ## make the challenger champion if it passes the criteria (exit 0 promoted, 3 kept)
 	$(PY) -m pipeline promote --model-name $(MODEL_NAME)
 
 rollback: $(VENV)/.installed ## champion back to previous-champion
 	$(PY) -m pipeline promote --model-name $(MODEL_NAME) --rollback
 
-predict: $(VENV)/.installed ## classify IMAGES="a.jpeg b.png" with MODEL (default: the champion)
-	@test -n "$(IMAGES)" || { echo 'usage: make predict IMAGES="path/a.jpeg path/b.png" [MODEL=models:/NAME@ALIAS]'; exit 2; }
+predict: $(VENV)/.installed ## classify IMAGES="a.jpeg dir/ 'glob/*.png'" with MODEL (default: the champion)
+	@test -n "$(IMAGES)" || { echo 'usage: make predict IMAGES="path/a.jpeg folder/ path/*.png" [MODEL=models:/NAME@ALIAS]'; exit 2; }
 	$(PY) -m pipeline predict --model $(MODEL) --output $(OUTPUT) $(IMAGES)
+
+evaluate: $(VENV)/.installed ## evaluate MODEL on DATA_DIR (NORMAL/ + PNEUMONIA/, or a root with test/); tags the version
+	$(PY) -m pipeline evaluate --model $(MODEL) --data-dir $(DATA_DIR)
+
+serve: $(VENV)/.installed ## REST server for the champion on http://127.0.0.1:$(SERVE_PORT)/invocations
+	PATH=$(abspath $(VENV))/bin:$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
+		MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true \
+		$(VENV)/bin/mlflow models serve -m models:/$(MODEL_NAME)@champion --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 demo: $(VENV)/.installed ## every step on a generated SYNTHETIC data set (minutes on 2 CPU cores)
 	$(PY) -m pipeline demo

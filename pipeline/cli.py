@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .config import (AugmentConfig, ConfigError, DataConfig, Interrupted, PipelineError, ModelConfig, PreprocessConfig, PromoteConfig,
-                     RetrainConfig, SearchConfig)
+                     RetrainConfig, SearchConfig, check_folder, check_model_uri, sqlite_folder)
 
 DEFAULT_DATA_DIR = "data/chest_xray"
 
@@ -85,10 +85,8 @@ def cmd_data_check(a) -> int:
 
 
 def cmd_search(a) -> int:
-    from .data import load_dataset
-    from .features import build_features
-    from .search import run_search
     from .space import load_space
+    from .workers import install_stop_handlers, run_workers
 
     data_cfg, pre_cfg = _data_configs(a)
     model_cfg = ModelConfig(a.backbone, a.weights, a.image_size)
@@ -96,9 +94,18 @@ def cmd_search(a) -> int:
     cfg = SearchConfig(engine=a.engine, trials=a.trials, epochs=a.epochs, batch_size=a.batch_size, patience=a.patience,
                        metric=a.metric, space=Path(a.space), experiment=a.experiment, storage=a.storage,
                        study_name=a.study_name, augment_views=a.augment_views, gradcam_images=a.gradcam_images,
-                       seed=a.seed)
+                       seed=a.seed, heartbeat=a.heartbeat)
     _require_data_dir(data_cfg.data_dir)
     space = load_space(cfg.space)  # fail on a bad space before any image is read
+    if cfg.storage and sqlite_folder(cfg.storage):
+        sqlite_folder(cfg.storage).mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
+    install_stop_handlers()
+    if a.workers != 1:
+        return run_workers(a, build_parser())  # a supervisor: it loads no data and no TensorFlow
+    from .data import load_dataset
+    from .features import build_features
+    from .search import run_search
+
     dataset = load_dataset(data_cfg, pre_cfg)
     print(f"data {dataset.fingerprint}: " + ", ".join(f"{s} {sum(c.values())}" for s, c in dataset.counts().items())
           + f"; skipped {len(dataset.skipped)}", flush=True)
@@ -113,7 +120,8 @@ def cmd_retrain_best(a) -> int:
     from . import tracking
     from .config import from_params
     from .data import load_dataset
-    from .train import find_search, retrain_best
+    from .retrain import retrain_best
+    from .train import find_search
 
     cfg = RetrainConfig(epochs=a.epochs, fine_tune_epochs=a.fine_tune_epochs, fine_tune_layers=a.fine_tune_layers,
                         fine_tune_lr_factor=a.fine_tune_lr_factor, fine_tune_lr=a.fine_tune_lr, batch_size=a.batch_size, patience=a.patience,
@@ -130,10 +138,11 @@ def cmd_retrain_best(a) -> int:
     print(f"retraining best trial {search.best_trial} of search {search.run_id}: {search.best_params}", flush=True)
     dataset = load_dataset(data_cfg, pre_cfg)
     features_dir = data_cfg.cache_dir / "features" / search.features_key
-    run_id, version, report = retrain_best(dataset, search, model_cfg, aug_cfg, pre_cfg, cfg, features_dir,
-                                           data_cfg.seed, tags=_extra_tags())
-    print(f"test (n={int((dataset.manifest['split'] == 'test').sum())}), threshold {report['threshold']:.3f} "
-          f"chosen on val ({cfg.threshold_rule}):")
+    run_id, version, evaluation = retrain_best(dataset, search, model_cfg, aug_cfg, pre_cfg, cfg, features_dir,
+                                               data_cfg.seed, tags=_extra_tags())
+    report = evaluation.report
+    print(f"test (n={len(evaluation.manifest)}, fingerprint {evaluation.fingerprint}), threshold "
+          f"{report['threshold']:.3f} chosen on val ({cfg.threshold_rule}):")
     for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
                 "test_f1", "test_accuracy_at_0.5", "test_sensitivity_at_0.5", "test_specificity_at_0.5"):
         print(f"  {key:26s} {report[key]:.4f}")
@@ -142,15 +151,46 @@ def cmd_retrain_best(a) -> int:
 
 
 def cmd_promote(a) -> int:
+    """Exit 0: promoted (or rolled back); registry.KEPT_EXIT_CODE (3): the champion stays."""
     from . import tracking
-    from .registry import promote, rollback
+    from .evaluate import EVALUATE_EXPERIMENT, evaluate_like
+    from .registry import KEPT_EXIT_CODE, promote, rollback
 
+    cfg = PromoteConfig(min_auc=a.min_auc, min_sensitivity=a.min_sensitivity, margin=a.margin)
     tracking.connect()
     if a.rollback:
         decision = rollback(a.model_name)
     else:
-        decision = promote(a.model_name, PromoteConfig(margin=a.margin, min_sensitivity=a.min_sensitivity))
+        def evaluate_champion(champion, challenger, fingerprint):
+            tracking.setup(EVALUATE_EXPERIMENT)
+            return evaluate_like(champion, challenger, fingerprint, tags=_extra_tags())
+
+        decision = promote(a.model_name, cfg, evaluate_champion)
     print(decision.reason)
+    if decision.run_id:
+        print(f"decision recorded: run {decision.run_id} (experiment 'model-promotions') and tags promotion.* "
+              "on the versions")
+    return 0 if decision.promoted else KEPT_EXIT_CODE
+
+
+def cmd_evaluate(a) -> int:
+    from . import tracking
+    from .evaluate import evaluate_version, labelled_manifest
+    from .registry import resolve
+
+    check_model_uri(a.model)  # before MLflow is touched
+    tracking.setup(a.experiment)
+    version = resolve(a.model)
+    manifest = labelled_manifest(Path(a.data_dir))
+    print(f"evaluating {version.name} v{version.version} on {len(manifest)} images of {a.data_dir}", flush=True)
+    result = evaluate_version(version, manifest, gradcam_images=a.gradcam_images, tags=_extra_tags())
+    r = result.report
+    print(f"fingerprint {result.fingerprint}  n={len(result.manifest)}  threshold {r['threshold']:.3f} (the version's)")
+    for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
+                "test_f1"):
+        print(f"  {key[5:]:12s} {r[key]:.4f}")
+    print(f"run {result.run_id} (experiment '{a.experiment}'); tagged v{version.version} "
+          f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}}")
     return 0
 
 
@@ -158,14 +198,18 @@ def cmd_predict(a) -> int:
     from . import tracking
     from .predict import predict_images
 
+    check_model_uri(a.model)
+    output = check_folder(Path(a.output), "--output")
     tracking.connect()
-    results, threshold = predict_images(a.model, a.images, Path(a.output))
-    print(f"model {a.model}, threshold {threshold:.3f}")
+    run = predict_images(a.model, a.images, output)
+    results = run.results
+    print(f"model {a.model} -> {run.model_uri} (resolved once), threshold {run.threshold:.3f}")
     for r in results:
         if r.error:
             print(f"error: {r.error}", file=sys.stderr)
         else:
             print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\tGrad-CAM: {r.overlay}")
+    print(f"predictions: {run.csv}")
     return 1 if any(r.error for r in results) else 0
 
 
@@ -188,8 +232,15 @@ def _extra_tags() -> dict:
     return dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one `error:` line (flag, value, where help is), exit 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser = _Parser(prog="python -m pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -218,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default: derived from experiment, engine, backbone, data)")
     g.add_argument("--augment-views", type=int, default=2, help="augmented copies of train in the feature cache (default: %(default)s)")
     g.add_argument("--gradcam-images", type=int, default=8, help="validation images in each trial's Grad-CAM grid (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=1, help="worker processes on this machine, one study, cores shared out (Optuna) (default: %(default)s)")
+    g.add_argument("--heartbeat", type=int, default=10, help="seconds between a trial's heartbeats; a worker silent for 3 is dead and its trial retried (default: %(default)s)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("retrain-best", help="retrain the best trial with fine-tuning, evaluate on test, register",
@@ -239,19 +292,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradcam-images", type=int, default=12, help="test images in the Grad-CAM grid (default: %(default)s)")
     p.set_defaults(func=cmd_retrain_best)
 
+    criteria = PromoteConfig()  # the defaults live there, once
     p = sub.add_parser("promote", help="move 'champion' to the challenger if it is better (or --rollback)",
-                       description="Compare challenger and champion on recorded test metrics; promote only if better.")
+                       description="Compare challenger and champion on the same test set; promote only if the "
+                                   "criteria pass. Exit 0: promoted; exit 3: champion kept; exit 2: error.")
     p.add_argument("--model-name", default="pneumonia-classifier", help="(default: %(default)s)")
-    p.add_argument("--margin", type=float, default=0.005, help="ROC-AUC gain the challenger needs (default: %(default)s)")
-    p.add_argument("--min-sensitivity", type=float, default=0.9, help="challenger's test sensitivity must reach this (default: %(default)s)")
+    p.add_argument("--min-auc", type=float, default=criteria.min_auc, help="test ROC-AUC every promotion needs, the first included (default: %(default)s)")
+    p.add_argument("--margin", type=float, default=criteria.margin, help="ROC-AUC gain the challenger needs (default: %(default)s)")
+    p.add_argument("--min-sensitivity", type=float, default=criteria.min_sensitivity, help="challenger's test sensitivity must reach this (default: %(default)s)")
     p.add_argument("--rollback", action="store_true", help="make 'previous-champion' the champion again")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("evaluate", help="evaluate a registered version on any labelled folder, tag the version",
+                       description="Metrics, ROC, PR, confusion matrix and Grad-CAM of MODEL on DATA_DIR (NORMAL/ + "
+                                   "PNEUMONIA/, or a data-set root's test/), as an MLflow run linked to the version.")
+    p.add_argument("--model", default="models:/pneumonia-classifier@champion", help="models:/NAME@ALIAS or models:/NAME/VERSION (default: %(default)s)")
+    p.add_argument("--data-dir", required=True, help="folder with NORMAL/ and PNEUMONIA/, or a data-set root with test/")
+    p.add_argument("--experiment", default="pneumonia-evaluate", help="MLflow experiment of the evaluation runs (default: %(default)s)")
+    p.add_argument("--gradcam-images", type=int, default=8, help="images in the Grad-CAM grid; 0 for none (default: %(default)s)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify images with a registered model, write Grad-CAM overlays",
                        description="Load a model from the registry (models:/NAME@ALIAS) and classify images.")
     p.add_argument("--model", default="models:/pneumonia-classifier@champion", help="(default: %(default)s)")
-    p.add_argument("--output", default="outputs/predictions", help="folder for Grad-CAM overlays (default: %(default)s)")
-    p.add_argument("images", nargs="+", help="image files (.jpeg, .jpg, .png)")
+    p.add_argument("--output", default="outputs/predictions", help="folder for predictions.csv and Grad-CAM overlays (default: %(default)s)")
+    p.add_argument("images", nargs="+", help="image files (.jpeg, .jpg, .png), folders or glob patterns")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("download", help="download the Kaggle dataset with kagglehub into --data-dir",

@@ -1,6 +1,9 @@
 """Typed settings, validated once where they enter (CLI or YAML); code further in trusts them."""
 from __future__ import annotations
 
+import os
+import re
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -34,6 +37,74 @@ def _in_range(name: str, value, low, high, *, low_open: bool = False) -> None:
     inside = (value > low if low_open else value >= low) and value <= high
     bracket = "(" if low_open else "["
     _check(inside, name, value, f"a number in {bracket}{low}, {high}]")
+
+
+SEED_MAX = 2**32 - 1  # NumPy's and scikit-learn's limit for a seed
+
+
+def check_seed(seed) -> None:
+    _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX, "seed", seed,
+           f"a whole number from 0 to {SEED_MAX} (--seed)")
+
+
+def check_folder(path: Path, name: str, flag: str | None = None) -> Path:
+    """A folder that exists or can be made: nothing on the way may be a file. Nothing is created here."""
+    path, flag = Path(path), flag or name
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "is a file" if part == path else f"cannot be made because {part} is a file"
+                raise ConfigError(f"{name} {path} {where}, not a folder: remove it or choose another {flag}")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise ConfigError(f"{name} {path} cannot be written (no permission on {part}): choose another {flag}")
+            break
+    return path
+
+
+def check_storage(url: str) -> str:
+    """Parse an Optuna storage URL with SQLAlchemy before any work, so a typo fails in one line, not a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    example = "sqlite:///mlruns/optuna.db or postgresql+psycopg2://user:pass@host/db"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"storage={url!r} is not a database URL: expected e.g. {example} (--storage)") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(f"storage={url!r} names an unknown database kind {parsed.drivername!r}: "
+                          f"expected e.g. {example} (--storage)") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        raise ConfigError(f"storage={url!r} needs the Python driver {err.name!r}, which is not installed: "
+                          f"install it, or name an installed driver, e.g. {example} (--storage)") from None
+    folder = sqlite_folder(url)
+    if folder is not None:
+        check_folder(folder, "the folder of --storage", "--storage")
+    return url
+
+
+def sqlite_folder(url: str) -> Path | None:
+    """The folder a SQLite storage file lives in (SQLite makes the file, not the folder); None for other kinds."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).parent
+    return None
+
+
+_MODEL_URI = re.compile(r"^models:/[^/@\s]+(@[A-Za-z0-9_-]+|/[1-9][0-9]*)$")
+
+
+def check_model_uri(uri: str) -> str:
+    """Registry URIs only, checked before MLflow is touched: the threshold and preprocessing live in version tags."""
+    _check(isinstance(uri, str) and bool(_MODEL_URI.match(uri)), "model", uri,
+           "models:/NAME@ALIAS (e.g. models:/pneumonia-classifier@champion) or models:/NAME/VERSION (--model)")
+    return uri
 
 
 @dataclass(frozen=True)
@@ -80,6 +151,8 @@ class DataConfig:
         _check(self.min_val_images >= 0, "min_val_images", self.min_val_images, "an integer >= 0")
         _check(self.max_per_class is None or self.max_per_class >= 2, "max_per_class",
                self.max_per_class, "an integer >= 2, or unset for all images")
+        check_seed(self.seed)
+        check_folder(self.cache_dir, "--cache-dir")
 
 
 @dataclass(frozen=True)
@@ -111,16 +184,20 @@ class SearchConfig:
     augment_views: int = 2
     gradcam_images: int = 8
     seed: int = 42
+    heartbeat: int = 10  # seconds between a trial's Optuna heartbeats; dead after 3 missed
 
     def __post_init__(self):
         object.__setattr__(self, "space", Path(self.space))
         _check(self.engine in ENGINES, "engine", self.engine, f"one of {', '.join(ENGINES)}")
         _check(self.metric in METRICS, "metric", self.metric, f"one of {', '.join(METRICS)}")
         for name, low in (("trials", 1), ("epochs", 1), ("batch_size", 1), ("patience", 1),
-                          ("augment_views", 0), ("gradcam_images", 0)):
+                          ("augment_views", 0), ("gradcam_images", 0), ("heartbeat", 1)):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= low, name, value, f"an integer >= {low}")
         _check(bool(self.experiment.strip()), "experiment", self.experiment, "a non-empty name")
+        check_seed(self.seed)
+        if self.storage is not None:
+            check_storage(self.storage)
 
 
 @dataclass(frozen=True)
@@ -136,6 +213,7 @@ class RetrainConfig:
     target_sensitivity: float = 0.95
     model_name: str = "pneumonia-classifier"
     gradcam_images: int = 12
+    deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see README)
 
     def __post_init__(self):
         _check(self.fine_tune_layers == "all" or str(self.fine_tune_layers).isdigit(),
@@ -153,10 +231,13 @@ class RetrainConfig:
 
 @dataclass(frozen=True)
 class PromoteConfig:
-    margin: float = 0.005
+    """The promotion criteria, in one place; every decision records them (registry.promote)."""
+    min_auc: float = 0.8  # every promotion, the first included: better than chance is not enough
     min_sensitivity: float = 0.9
+    margin: float = 0.005  # test ROC-AUC gain over the champion, on the same test fingerprint
 
     def __post_init__(self):
+        _in_range("min_auc", self.min_auc, 0.0, 1.0)
         _in_range("margin", self.margin, 0.0, 1.0)
         _in_range("min_sensitivity", self.min_sensitivity, 0.0, 1.0)
 
@@ -172,21 +253,25 @@ def flat_params(*configs) -> dict[str, str]:
 
 def from_params(cls, params: dict[str, str], **overrides):
     """Rebuild a config from the string params a run logged (flat_params' inverse), then validate."""
-    import typing
-
     hints = typing.get_type_hints(cls)
     values = {}
     for f in fields(cls):
-        if f.name not in params:
-            continue
-        raw, kind = params[f.name], hints[f.name]
-        if raw == "None":
-            values[f.name] = None
-        elif kind is bool:
-            values[f.name] = raw == "True"
-        elif kind in (int, float, Path, str):
-            values[f.name] = kind(raw)
-        else:  # optional int / str
-            values[f.name] = int(raw) if "int" in str(kind) else raw
+        if f.name in params:
+            values[f.name] = _from_param(f.name, params[f.name], hints[f.name])
     values.update(overrides)
     return cls(**values)
+
+
+def _from_param(name: str, raw: str, kind):
+    """One logged string back to its field's type: int, float, str, bool, Path, or one of those | None."""
+    options = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+    if raw == "None" and type(None) in typing.get_args(kind):
+        return None
+    target = options[0]
+    if target is bool:
+        _check(raw in ("True", "False"), name, raw, "True or False")
+        return raw == "True"
+    try:
+        return target(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} (a logged run param) is invalid: expected {target.__name__}") from None

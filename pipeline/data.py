@@ -1,9 +1,12 @@
 """Find a chest X-ray dataset on disk, check its files, split it by patient and fingerprint it."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,20 +66,61 @@ def _child_dir(parent: Path, name: str) -> Path | None:
     """Case-insensitive lookup, because copies of the set differ (train/NORMAL vs Train/normal)."""
     if not parent.is_dir():
         return None
-    matches = [p for p in sorted(parent.iterdir()) if p.is_dir() and p.name.lower() == name.lower()]
+    matches = [p for p in _list_folder(parent) if p.is_dir() and p.name.lower() == name.lower()]
     return matches[0] if matches else None
 
 
-def _file_problem(path: Path) -> str | None:
+def _entry_problem(path: Path) -> str | None:
+    """Why an entry of a class folder is not an image we can use, or None; every skipped entry gets a reason."""
+    if path.name.startswith("."):
+        return "hidden entry (name starts with '.')"
+    try:
+        info = path.stat()  # follows links: a link to a good image is used like the image
+    except FileNotFoundError:
+        return f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back to itself)"
+        return f"cannot be read ({err.strerror})"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not an image file (images must sit directly in the class folder)"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (device, pipe or socket)"
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return f"not an image file (suffix {path.suffix or 'none'!r}; expected .jpeg, .jpg or .png)"
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         return "empty file (0 bytes)"
-    with path.open("rb") as handle:
-        head = handle.read(8)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
     if not any(head.startswith(magic) for magic in _MAGIC):
         return "not a readable JPEG or PNG (bad file header)"
     return None
+
+
+_file_problem = _entry_problem  # the older name, still imported by evaluate.py
+
+
+def usable_images(folder: Path) -> tuple[list[Path], list[dict]]:
+    """The usable image files of one class folder, and {path, reason} for every other entry in it."""
+    paths, skipped = [], []
+    for path in _list_folder(folder):
+        problem = _entry_problem(path)
+        if problem:
+            log.warning("skipping %s: %s", path, problem)
+            skipped.append({"path": str(path), "reason": problem})
+        else:
+            paths.append(path)
+    return paths, skipped
+
+
+def _list_folder(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        raise DatasetError(f"{folder} cannot be listed ({err.strerror}): check its permissions") from None
 
 
 def _content_hash(path: Path) -> str:
@@ -99,14 +143,9 @@ def scan(data_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
             class_dir = _child_dir(split_dir, cls)
             if class_dir is None:
                 raise DatasetError(f"{split_dir} has no '{cls}/' folder (expected {' and '.join(CLASSES)})")
-            for path in sorted(class_dir.iterdir()):
-                if path.name.startswith(".") or not path.is_file():
-                    continue
-                problem = _file_problem(path)
-                if problem:
-                    log.warning("skipping %s: %s", path, problem)
-                    skipped.append({"path": str(path), "reason": problem})
-                    continue
+            paths, skipped_here = usable_images(class_dir)
+            skipped.extend(skipped_here)
+            for path in paths:
                 rows.append({"path": str(path), "label": label, "class_name": cls, "source_split": split,
                              "patient_id": patient_id(path.name), "sha": _content_hash(path)})
     manifest = pd.DataFrame(rows, columns=["path", "label", "class_name", "source_split", "patient_id", "sha"])

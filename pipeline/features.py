@@ -4,11 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
+from filelock import FileLock
 from tqdm import tqdm
 
 from .augment import image_dataset
@@ -77,14 +79,32 @@ def build_features(dataset: Dataset, model_cfg: ModelConfig, preprocess_cfg: Pre
     """Load features for this exact (backbone, weights, preprocessing, augmentation, data), or build them."""
     key = cache_key(model_cfg, preprocess_cfg, augment_cfg, views, dataset.fingerprint, seed, cam_count)
     directory = Path(cache_dir) / "features" / key
-    x_train, y_train = dataset.split("train")
+    _, y_train = dataset.split("train")
     x_val, y_val = dataset.split("val")
     cam_idx = pick_cam_images(y_val, cam_count, seed)
     from_cache = (directory / "features.npz").exists()
     if not from_cache:
-        tmp = directory.with_name(key + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        # Several workers may want the same entry: one builds it, the others wait on the lock and
+        # then load it. The lock file lives beside the entry, so it works for every process that
+        # shares this cache folder (on one machine; a network file system's locks are not trusted).
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(directory.with_name(key + ".lock"))):
+            from_cache = (directory / "features.npz").exists()  # built by another worker meanwhile
+            if not from_cache:
+                _build_entry(directory, dataset, model_cfg, augment_cfg, views, seed, cam_idx, batch_size, progress)
+    with np.load(directory / "features.npz") as stored:
+        return FeatureSet(train_views=stored["train_views"], y_train=y_train, val=stored["val"], y_val=y_val,
+                          cam_maps=stored["cam_maps"], cam_images=x_val[cam_idx], cam_labels=y_val[cam_idx],
+                          directory=directory, key=key, from_cache=from_cache)
+
+
+def _build_entry(directory: Path, dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentConfig, views: int,
+                 seed: int, cam_idx: np.ndarray, batch_size: int, progress: bool) -> None:
+    """Compute one entry in a private temporary folder; only a complete entry is renamed to the key's name."""
+    x_train, _ = dataset.split("train")
+    x_val, _ = dataset.split("val")
+    tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".partial-", dir=directory.parent))
+    try:
         base = build_backbone(model_cfg, seed=seed)
         if model_cfg.weights == "none":
             sample = np.random.default_rng(seed).permutation(len(x_train))[:CALIBRATION_IMAGES]
@@ -102,10 +122,8 @@ def build_features(dataset: Dataset, model_cfg: ModelConfig, preprocess_cfg: Pre
         (tmp / "meta.json").write_text(json.dumps({"backbone": model_cfg.backbone, "weights": model_cfg.weights,
                                                    "image_size": model_cfg.image_size, "views": views,
                                                    "data_fingerprint": dataset.fingerprint}, indent=1))
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)  # an incomplete leftover of an older format
         tmp.rename(directory)  # only a complete entry ever carries the key's name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         keras.backend.clear_session()
-    with np.load(directory / "features.npz") as stored:
-        return FeatureSet(train_views=stored["train_views"], y_train=y_train, val=stored["val"], y_val=y_val,
-                          cam_maps=stored["cam_maps"], cam_images=x_val[cam_idx], cam_labels=y_val[cam_idx],
-                          directory=directory, key=key, from_cache=from_cache)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import warnings
 from pathlib import Path
 
 import keras
@@ -9,6 +11,8 @@ import numpy as np
 from keras import layers
 
 from .config import ModelConfig, PipelineError
+
+log = logging.getLogger(__name__)
 
 # Input scaling of each backbone, as mean/variance on 0..255 inputs, so that it lives inside the
 # model: a saved model then takes plain CLAHE'd pixels and nobody can forget the scaling.
@@ -54,20 +58,32 @@ def build_backbone(cfg: ModelConfig, seed: int = 42) -> keras.Model:
     except Exception as err:  # keras raises several kinds for a failed download
         if cfg.weights == "imagenet":
             raise ModelError(
-                f"could not get ImageNet weights for {cfg.backbone} ({err.__class__.__name__}: {err}). "
-                "Offline or behind a firewall? Use --weights none (random start) or "
-                "--weights PATH with a local .h5 / .weights.h5 file") from err
+                f"could not get ImageNet weights for {cfg.backbone}: offline or behind a firewall? Use --weights none "
+                "(random start) or --weights PATH with a local .h5 / .weights.h5 file\n" + _detail(err)) from err
         raise
     # Re-wrap with the single input tensor: Keras applications built on an input_tensor expect a
     # list of inputs and warn on every call with a plain tensor. Same layers, so still flat.
     base = keras.Model(inputs, base.output, name=base.name)
     if cfg.weights not in ("imagenet", "none"):
         try:
-            base.load_weights(cfg.weights)
+            with warnings.catch_warnings(record=True) as caught:  # a wrong file warns once per layer first
+                warnings.simplefilter("always")
+                base.load_weights(cfg.weights)
+            for warning in caught[:1]:
+                log.warning("loading %s: %s (%d such warning(s))", cfg.weights, warning.message, len(caught))
         except Exception as err:
-            raise ModelError(f"weights file {cfg.weights} does not fit {cfg.backbone} "
-                             f"without its top ({err.__class__.__name__}: {err})") from err
+            raise ModelError(f"weights file {cfg.weights} does not fit backbone {cfg.backbone} without its top: "
+                             "pass that backbone's no-top weights, or the --backbone the file was saved from\n"
+                             + _detail(err)) from err
     return base
+
+
+def _detail(err: Exception, max_lines: int = 6) -> str:
+    """Keras's own explanation, indented under the one-line summary and cut short: it can run to pages."""
+    lines = [line[:300] + (" ..." if len(line) > 300 else "")
+             for line in f"{err.__class__.__name__}: {err}".splitlines() if line.strip()]
+    more = [f"  ... ({len(lines) - max_lines} more lines)"] if len(lines) > max_lines else []
+    return "\n".join(["  detail: " + lines[0]] + ["  " + line for line in lines[1:max_lines]] + more)
 
 
 def calibrate_batchnorm(base: keras.Model, images: np.ndarray) -> None:

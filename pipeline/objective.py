@@ -47,6 +47,21 @@ def head_proba(head: keras.Model, vectors: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(head(vectors, training=False)).reshape(-1)
 
 
+class _ValidationF1(keras.callbacks.Callback):
+    """Put val_f1 into the epoch's logs, which Keras does not compute, so that EarlyStopping (best
+    weights) and the pruner can watch it like any other metric. Must come before them in the list:
+    every callback gets the same logs dict, in order."""
+
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray):
+        super().__init__()
+        self.x_val, self.y_val = x_val, y_val
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            pred = (head_proba(self.model, self.x_val) >= 0.5).astype(int)
+            logs["val_f1"] = float(f1_score(self.y_val, pred, zero_division=0))
+
+
 class _EpochHook(keras.callbacks.Callback):
     def __init__(self, on_epoch: Callable[[int, dict], bool] | None):
         super().__init__()
@@ -85,7 +100,8 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
     head.fit(x_train, y_train, validation_data=(features.val, y_val),
              epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
              class_weight=class_weights(features.y_train),
-             callbacks=[keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=patience,
+             callbacks=[_ValidationF1(features.val, features.y_val),
+                        keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=patience,
                                                       restore_best_weights=True),
                         hook])
     proba = head_proba(head, features.val)

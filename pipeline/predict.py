@@ -1,15 +1,21 @@
-"""Predict with a registered model: the same preprocessing as training, its threshold, a Grad-CAM overlay."""
+"""Predict with a registered model: resolve the alias once, then the pyfunc's own preprocessing and
+threshold for every file, a predictions.csv, and a Grad-CAM overlay per film at its own resolution."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import glob
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
-from .config import PreprocessConfig
-from .data import CLASSES
-from .preprocess import ImageError, preprocess_file, to_model_input
+from .data import IMAGE_SUFFIXES
+from .preprocess import ImageError, to_gray_uint8, to_model_input
+
+CHUNK = 32  # films held in memory at once (raw files can be 2-3k px)
+CSV_NAME = "predictions.csv"
 
 
 @dataclass
@@ -17,43 +23,110 @@ class Prediction:
     path: str
     probability: float | None = None
     label: str | None = None
+    threshold: float | None = None
+    model_version: str | None = None
     overlay: str | None = None
     error: str | None = None
 
 
-def predict_images(model_uri: str, paths: list[str], output_dir: Path) -> tuple[list[Prediction], float]:
-    """One Prediction per path, in order; an unreadable file gets an error and the others still run."""
-    import mlflow
+@dataclass
+class PredictionRun:
+    model_uri: str  # the pinned models:/NAME/VERSION the alias resolved to
+    version: str
+    threshold: float
+    results: list[Prediction]
+    csv: Path
 
-    from .gradcam import gradcam, overlay
-    from .registry import resolve
 
-    version = resolve(model_uri)
-    tags = version.tags
-    cfg = PreprocessConfig(int(tags["image_size"]), float(tags["clahe_clip_limit"]), int(tags["clahe_tile_grid"]))
-    threshold = float(tags["threshold"])
-    model = mlflow.keras.load_model(model_uri)
+def expand_inputs(items: list[str]) -> tuple[list[Path], list[Prediction]]:
+    """Files, folders (searched recursively for .jpeg/.jpg/.png) and glob patterns -> image files, in a
+    stable order without duplicates; an item that names nothing becomes an error row."""
+    found, missing = [], []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        if not matches:
+            missing.append(Prediction(item, error=f"{item}: no such file, folder or matching image"))
+        found.extend(matches)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique, missing
 
-    results, grays = [], {}
-    for i, path in enumerate(paths):
-        results.append(Prediction(path))
-        try:
-            grays[i] = preprocess_file(path, cfg)
-        except (ImageError, cv2.error) as err:
-            results[i].error = str(err)
-        except OSError as err:
-            results[i].error = f"{path}: cannot be read ({err.strerror or err})"
-    if not grays:
-        return results, threshold
-    order = sorted(grays)
-    batch = to_model_input(np.stack([grays[i] for i in order]))
-    probs = model.predict(batch, verbose=0).reshape(-1)
-    cams = gradcam(model, batch, tags["gradcam_layer"])
+
+def overlay_names(paths: list[Path]) -> list[str]:
+    """Unique overlay names from each path relative to the inputs' common folder: test/NORMAL/a.jpeg
+    and val/NORMAL/a.jpeg become test__NORMAL__a_gradcam.png and val__NORMAL__a_gradcam.png."""
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return ["__".join(p.relative_to(root).with_suffix("").parts) + "_gradcam.png" for p in paths]
+
+
+def film_overlay(raw: np.ndarray, cam: np.ndarray, probability: float, label: str) -> np.ndarray:
+    """BGR uint8 at the film's own resolution: the heat map resized up to it, and the verdict written on it."""
+    from .gradcam import overlay
+
+    film = to_gray_uint8(raw)
+    h, w = film.shape[:2]
+    rgb = overlay(film, cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR))
+    image = np.ascontiguousarray(rgb[:, :, ::-1])
+    scale = max(w, h) / 800
+    text = f"{label}  p(pneumonia)={probability:.3f}"
+    org = (int(12 * scale) + 4, int(36 * scale) + 8)
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(2, int(6 * scale)), cv2.LINE_AA)
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, int(2 * scale)),
+                cv2.LINE_AA)
+    return image
+
+
+def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[Prediction],
+                   targets: list[Path]) -> None:
+    """Grad-CAM of a chunk of films, each written as its overlay (the hook for other explanations)."""
+    from .gradcam import gradcam
+
+    cams = gradcam(model.model, to_model_input(grays), model.gradcam_layer)
+    for raw, cam, row, target in zip(raws, cams, rows, targets):
+        cv2.imwrite(str(target), film_overlay(raw, cam, row.probability, row.label))
+        row.overlay = str(target)
+
+
+def predict_images(model_uri: str, inputs: list[str], output_dir: Path) -> PredictionRun:
+    """One row per image (unreadable ones get an error and the others still run), all from one version."""
+    from .registry import resolve, version_uri
+    from .serving import load, read_path
+
+    version = resolve(model_uri)  # once: a promotion landing meanwhile cannot mix two versions
+    pinned = version_uri(version)
+    model = load(pinned)
+    paths, results = expand_inputs(inputs)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for i, prob, cam in zip(order, probs, cams):
-        target = output_dir / f"{Path(paths[i]).stem}_gradcam.png"
-        cv2.imwrite(str(target), overlay(grays[i], cam)[:, :, ::-1])
-        results[i].probability = float(prob)
-        results[i].label = CLASSES[int(prob >= threshold)]
-        results[i].overlay = str(target)
-    return results, threshold
+    names = overlay_names(paths)
+    for start in range(0, len(paths), CHUNK):
+        chunk_rows, raws, grays, targets = [], [], [], []
+        for path, name in zip(paths[start:start + CHUNK], names[start:start + CHUNK]):
+            row = Prediction(str(path), model_version=str(version.version))
+            results.append(row)
+            try:
+                raw = read_path(str(path))
+                grays.append(model.gray(raw))
+            except ImageError as err:
+                row.error = str(err)
+                continue
+            raws.append(raw)
+            chunk_rows.append(row)
+            targets.append(output_dir / name)
+        if not chunk_rows:
+            continue
+        table = model.table(model.probabilities(np.stack(grays)))
+        for row, out in zip(chunk_rows, table.itertuples()):
+            row.probability, row.label, row.threshold = float(out.probability), out.label, float(out.threshold)
+        write_overlays(model, raws, np.stack(grays), chunk_rows, targets)
+    csv = output_dir / CSV_NAME
+    frame = pd.DataFrame([asdict(r) for r in results], columns=list(Prediction.__dataclass_fields__))
+    frame.insert(4, "model_name", version.name)
+    frame.to_csv(csv, index=False)
+    return PredictionRun(pinned, str(version.version), model.threshold, results, csv)

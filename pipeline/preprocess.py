@@ -88,8 +88,10 @@ def load_images(manifest: pd.DataFrame, cfg: PreprocessConfig, cache_dir: Path,
         list(tqdm(pool.map(work, range(len(paths))), total=len(paths), disable=not progress,
                   desc=f"decode + CLAHE + resize to {cfg.image_size}px", unit="img"))
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = array_path.with_suffix(".tmp.npy")
+    tmp = array_path.with_suffix(f".{os.getpid()}.tmp.npy")  # one per process: workers may decode at once
     np.save(tmp, images)
     os.replace(tmp, array_path)  # atomic: a killed run never leaves a half-written cache entry
-    failed_path.write_text(json.dumps(failed, indent=1))
+    tmp_failed = failed_path.with_suffix(f".{os.getpid()}.tmp")
+    tmp_failed.write_text(json.dumps(failed, indent=1))
+    os.replace(tmp_failed, failed_path)
     return images, failed

@@ -100,15 +100,26 @@ def _parse_param(source: Path, name: str, spec) -> Param:
     return Param(name, "float", low=low, high=high, log=log)
 
 
+def yaml_error_message(source: Path, err: yaml.YAMLError) -> str:
+    """One first line with file, line, column and problem (1-based, as editors count); PyYAML's excerpt after it."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    return f"{source}: not valid YAML{where}: {problem}\n" + "\n".join("  " + line for line in str(err).splitlines())
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read a search-space YAML; every error names the file and the key."""
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"search space file {source} does not exist (see search_spaces/ for examples)")
     try:
-        raw = yaml.safe_load(source.read_text())
+        with source.open("rb") as handle:  # PyYAML then names the file in its excerpt and detects the encoding
+            raw = yaml.safe_load(handle)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML ({err})") from err
+        raise ConfigError(yaml_error_message(source, err)) from None
+    except OSError as err:
+        raise ConfigError(f"search space file {source} cannot be read ({err.strerror}): check its permissions") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of {', '.join(PARAMS)}, got {type(raw).__name__}")
     unknown = [k for k in raw if k not in PARAMS]

@@ -1,8 +1,10 @@
-"""Where MLflow writes, and the few logging helpers every step shares."""
+"""Where MLflow and Optuna write, the few logging helpers every step shares, and the clean-up of runs
+whose process died."""
 from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 
 import mlflow
@@ -12,6 +14,7 @@ from .config import ConfigError
 
 STORE = Path("mlruns")
 RUN_TYPE = "pipeline.run_type"
+STALE_HEARTBEATS = 3  # an Optuna trial is dead after this many missed heartbeats (its grace period)
 
 
 def tracking_uri() -> str:
@@ -73,3 +76,96 @@ def latest_run(experiment: str, run_type: str, finished: bool = False) -> mlflow
     runs = mlflow.search_runs([found.experiment_id], filter_string=query,
                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0] if runs else None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_tags() -> dict[str, str]:
+    """Which process owns a run, so a later search on this host can tell a dead owner from a live one."""
+    return {"worker.host": socket.gethostname(), "worker.pid": str(os.getpid())}
+
+
+def end_runs(run_ids, status: str = "KILLED", force: bool = False) -> int:
+    """Mark runs ended; only RUNNING ones unless force. Returns how many were changed."""
+    client, changed = mlflow.MlflowClient(), 0
+    for run_id in filter(None, run_ids):
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            continue
+        if force or run.info.status == "RUNNING":
+            client.set_terminated(run_id, status)
+            changed += 1
+    return changed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_orphans(experiment_id: str, study_name: str) -> int:
+    """Search and trial runs of this study left RUNNING by a process of this host that no longer exists
+    (kill -9, power loss) become KILLED. Other hosts' dead trials are caught by Optuna's heartbeat."""
+    host = socket.gethostname()
+    query = (f"tags.study_name = '{study_name}' and attributes.status = 'RUNNING' "
+             f"and tags.`worker.host` = '{host}'")
+    runs = mlflow.search_runs([experiment_id], filter_string=query, output_format="list")
+    dead = [r for r in runs if not _alive(int(r.data.tags.get("worker.pid", "0") or 0))]
+    return end_runs([r.info.run_id for r in dead])
+
+
+def runs_of_trial(experiment_id: str, study_name: str, number: int, worker: str) -> list[str]:
+    """RUNNING runs of one trial, and of the search of the worker ("host:pid") that ran it."""
+    found = mlflow.search_runs([experiment_id], output_format="list",
+                               filter_string=f"tags.study_name = '{study_name}' and attributes.status = 'RUNNING'")
+    host, _, pid = worker.partition(":")
+    return [r.info.run_id for r in found
+            if r.data.tags.get("trial_number") == str(number)
+            or (r.data.tags.get(RUN_TYPE) == "search" and pid and r.data.tags.get("worker.pid") == pid
+                and r.data.tags.get("worker.host") == host)]
+
+
+def trial_run_ids(experiment_id: str, study_name: str) -> dict[int, str]:
+    """{trial number: run id} of the study's finished trial runs (the latest wins)."""
+    query = f"tags.study_name = '{study_name}' and tags.`{RUN_TYPE}` = 'trial' and attributes.status = 'FINISHED'"
+    runs = mlflow.search_runs([experiment_id], filter_string=query, output_format="list",
+                              order_by=["attributes.start_time ASC"])
+    return {int(r.data.tags["trial_number"]): r.info.run_id for r in runs}
+
+
+def optuna_storage(url: str | None, heartbeat: int, on_stale=None):
+    """RDB storage with heartbeats: a trial whose worker died (kill -9, lost machine) is failed by
+    the next worker that looks, grace = 3 heartbeats later, and `on_stale` is called for it."""
+    import warnings
+
+    import optuna
+
+    url = url or f"sqlite:///{(STORE / 'optuna.db').resolve()}"
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # SQLite serialises writers: wait for the lock instead of failing with "database is locked".
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                          grace_period=STALE_HEARTBEATS * heartbeat,
+                                          heartbeat_stale_trial_callback=on_stale)
+
+
+def fail_stale_trials(study) -> None:
+    """Optuna's own check (experimental in 5.0, hence the filter): trials of dead workers become FAIL."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

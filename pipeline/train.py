@@ -1,4 +1,5 @@
-"""Retrain the best searched configuration in two stages (head, then the top of the backbone)."""
+"""Train step: retrain the best searched configuration in two stages (head, then the top of the
+backbone), choose the threshold on val, and log the model; evaluate.py and registry.py take it from there."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,12 +11,13 @@ import numpy as np
 
 from . import tracking
 from .augment import image_dataset
-from .config import AugmentConfig, ModelConfig, PipelineError, RetrainConfig
+from .config import AugmentConfig, ModelConfig, PipelineError, PreprocessConfig, RetrainConfig
 from .data import Dataset, class_weights
 from .features import BACKBONE_WEIGHTS, CALIBRATION_IMAGES
 from .model import (build_backbone, build_classifier, build_head, calibrate_batchnorm, compile_model,
                     unfreeze_top)
 from .preprocess import to_model_input
+from .serving import KERAS_ARTIFACT
 
 
 class RetrainError(PipelineError, RuntimeError):
@@ -34,7 +36,8 @@ class SearchRecord:
 
 
 def find_search(experiment: str, search_run_id: str | None = None) -> SearchRecord:
-    """The chosen search run, or the latest finished one in the experiment."""
+    """The chosen search run; by default, of the study of the latest finished search, the parent run
+    that holds the study's best trial (a study has one parent run per worker and per restart)."""
     if search_run_id:
         try:
             run = mlflow.get_run(search_run_id)
@@ -45,6 +48,7 @@ def find_search(experiment: str, search_run_id: str | None = None) -> SearchReco
         if run is None:
             raise RetrainError(f"no finished search in MLflow experiment '{experiment}' "
                                f"({tracking.tracking_uri()}); run `make search` first or pass --search-run-id")
+        run = _best_parent_of_study(run)
     tags = run.data.tags
     if tags.get(tracking.RUN_TYPE) != "search" or "best_trial" not in tags:
         raise RetrainError(f"run {run.info.run_id} is not a finished search (no best_trial tag)")
@@ -53,6 +57,21 @@ def find_search(experiment: str, search_run_id: str | None = None) -> SearchReco
                    **{k: float(best[k]) for k in ("dropout", "l2", "learning_rate")}}
     return SearchRecord(run.info.run_id, run.data.params, best_params, tags["best_trial"],
                         tags.get("data_fingerprint", ""), tags.get("features_key", ""))
+
+
+def _best_parent_of_study(latest: mlflow.entities.Run) -> mlflow.entities.Run:
+    """Among the finished parent runs with the latest one's study_name tag, the one whose best trial scored best."""
+    study, metric = latest.data.tags.get("study_name"), latest.data.params.get("metric", "val_auc")
+    if not study:
+        return latest
+    query = (f"tags.study_name = '{study}' and tags.`{tracking.RUN_TYPE}` = 'search' "
+             "and attributes.status = 'FINISHED'")
+    parents = [r for r in mlflow.search_runs([latest.info.experiment_id], filter_string=query, output_format="list")
+               if f"best_{metric}" in r.data.metrics and "best_trial" in r.data.tags]
+    if not parents:
+        return latest
+    pick = min if metric == "val_loss" else max
+    return pick(parents, key=lambda r: (r.data.metrics[f"best_{metric}"], r.info.start_time))
 
 
 def searched_backbone(model_cfg: ModelConfig, features_dir: Path, train_images: np.ndarray, seed: int) -> keras.Model:
@@ -88,9 +107,20 @@ def _callbacks(cfg: RetrainConfig, prefix: str) -> list:
             _LogEpochs(prefix)]
 
 
+def make_deterministic(seed: int) -> None:
+    """Same seed, data and search -> the same weights on CPU: seeds Python, NumPy, TF and Keras, and
+    makes TF pick deterministic kernels (cost: see README, "Reproducible retrain")."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def retrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentConfig, params: dict,
             cfg: RetrainConfig, features_dir: Path, seed: int = 42) -> keras.Model:
     """Stage 1: head on the frozen backbone. Stage 2: top layers unfrozen at a lower learning rate."""
+    if cfg.deterministic:
+        make_deterministic(seed)
     x_train, y_train = dataset.split("train")
     x_val, y_val = dataset.split("val")
     base = searched_backbone(model_cfg, features_dir, x_train, seed)
@@ -130,68 +160,59 @@ def _val_auc(model: keras.Model, val_ds) -> float:
     return float(model.evaluate(val_ds, verbose=0, return_dict=True)["auc"])
 
 
-def retrain_best(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
-                 preprocess_cfg, cfg: RetrainConfig, features_dir: Path, seed: int, tags: dict | None = None):
-    """Retrain, pick the threshold on val, evaluate once on test, log everything, register as challenger."""
-    from mlflow.models import infer_signature
+@dataclass
+class TrainedModel:
+    """What the train step hands to evaluate and register: the logged pyfunc and its threshold."""
+    run_id: str
+    model_uri: str  # runs:/<run>/model, the pyfunc (takes image files)
+    keras_uri: str  # runs:/<run>/keras_model, the same weights for Grad-CAM
+    threshold: float
+    gradcam_layer: str
 
+
+def train_step(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
+               preprocess_cfg: PreprocessConfig, cfg: RetrainConfig, features_dir: Path, seed: int) -> TrainedModel:
+    """Inside the active run: retrain, choose the threshold on val, log the Keras model and the pyfunc."""
     from .config import flat_params
-    from .evaluate import choose_threshold, confusion_figure, pick_gradcam_cases, roc_figure, test_report
-    from .gradcam import gradcam, grid_figure
+    from .evaluate import choose_threshold
     from .model import conv_layer_name, predict_proba
-    from .registry import register
 
-    lineage = {tracking.RUN_TYPE: "retrain", "search_run_id": search.run_id, "best_trial": search.best_trial,
-               "data_fingerprint": dataset.fingerprint, "features_key": search.features_key, **(tags or {})}
-    if search.data_fingerprint and search.data_fingerprint != dataset.fingerprint:
-        print(f"warning: data fingerprint {dataset.fingerprint} differs from the search's "
-              f"{search.data_fingerprint}", flush=True)
-    with mlflow.start_run(run_name=f"retrain-best-trial-{search.best_trial}", tags=lineage) as run:
-        mlflow.log_params({**search.best_params, **flat_params(cfg), "backbone": model_cfg.backbone,
-                           "weights": model_cfg.weights, "image_size": model_cfg.image_size, "seed": seed})
-        model = retrain(dataset, model_cfg, augment_cfg, search.best_params, cfg, features_dir, seed)
-
-        x_val, y_val = dataset.split("val")
-        threshold = choose_threshold(y_val, predict_proba(model, to_model_input(x_val)), cfg.threshold_rule,
-                                     cfg.target_sensitivity)
-        # The test split is used once, here, after every choice (weights, threshold) is fixed.
-        x_test, y_test = dataset.split("test")
-        proba = predict_proba(model, to_model_input(x_test))
-        report = test_report(y_test, proba, threshold)
-        mlflow.log_metrics({k.replace("@", "_"): v for k, v in report.items()})
-        tracking.log_figure(confusion_figure(y_test, proba, threshold), "evaluation/confusion_matrix.png")
-        tracking.log_figure(roc_figure(y_test, proba, threshold), "evaluation/roc_curve.png")
-        if cfg.gradcam_images:
-            idx = pick_gradcam_cases(y_test, proba, threshold, cfg.gradcam_images, seed)
-            cams = gradcam(model, to_model_input(x_test[idx]), conv_layer_name(model))
-            tracking.log_figure(grid_figure(x_test[idx], cams, y_test[idx], proba[idx], threshold=threshold,
-                                            title=f"Grad-CAM on test images (red: misclassified at {threshold:.3f})"),
-                                "evaluation/gradcam_test.png")
-        example = to_model_input(x_test[:1])
-        model_uri = _log_keras_model(model, example, infer_signature(example, model.predict(example, verbose=0)))
-        version_tags = {**{k: f"{report[k]:.6f}" for k in ("test_auc", "test_accuracy", "test_sensitivity",
-                                                            "test_specificity", "threshold")},
-                        "evaluation": "complete", "image_size": preprocess_cfg.image_size,
-                        "clahe_clip_limit": preprocess_cfg.clahe_clip_limit,
-                        "clahe_tile_grid": preprocess_cfg.clahe_tile_grid, "gradcam_layer": conv_layer_name(model),
-                        "backbone": model_cfg.backbone, "weights": model_cfg.weights, "retrain_run_id": run.info.run_id,
-                        **{k: v for k, v in lineage.items() if k != tracking.RUN_TYPE}}
-        version = register(model_uri, cfg.model_name, version_tags)
-        mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})
-    return run.info.run_id, version, report
+    mlflow.log_params({**search.best_params, **flat_params(cfg), "backbone": model_cfg.backbone,
+                       "weights": model_cfg.weights, "image_size": model_cfg.image_size, "seed": seed})
+    model = retrain(dataset, model_cfg, augment_cfg, search.best_params, cfg, features_dir, seed)
+    x_val, y_val = dataset.split("val")
+    threshold = choose_threshold(y_val, predict_proba(model, to_model_input(x_val)), cfg.threshold_rule,
+                                 cfg.target_sensitivity)
+    mlflow.log_metric("threshold", threshold)
+    layer = conv_layer_name(model)
+    run_id = mlflow.active_run().info.run_id
+    log_models(model, preprocess_cfg, threshold, layer, x_val[0])
+    return TrainedModel(run_id, f"runs:/{run_id}/model", f"runs:/{run_id}/{KERAS_ARTIFACT}", threshold, layer)
 
 
-def _log_keras_model(model: keras.Model, example: np.ndarray, signature) -> str:
-    """Save with the mlflow.keras flavor into a folder that exists, then log it as the run's 'model'.
+def log_models(model: keras.Model, preprocess_cfg: PreprocessConfig, threshold: float, gradcam_layer: str,
+               example_film: np.ndarray) -> None:
+    """The run's `model` (pyfunc: image files in, probability and label out) and `keras_model`
+    (mlflow.keras flavor, for Grad-CAM), both from the same weights.
 
-    mlflow 3.17's log_model writes the input example before creating its own folder (and fails),
-    so the folder is made here first.
+    Both are saved to a local folder and then logged as artifacts: mlflow 3.17's log_model writes
+    the input example before creating its own folder (and fails).
     """
     import tempfile
 
+    from mlflow.models import infer_signature
+
+    from .serving import example_input, save_pyfunc
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model"
-        path.mkdir()
-        mlflow.keras.save_model(model, str(path), signature=signature, input_example=example)
-        mlflow.log_artifacts(str(path), "model")
-    return f"runs:/{mlflow.active_run().info.run_id}/model"
+        keras_dir = Path(tmp) / KERAS_ARTIFACT
+        keras_dir.mkdir()
+        pixels = to_model_input(example_film[None])
+        mlflow.keras.save_model(model, str(keras_dir), input_example=pixels,
+                                signature=infer_signature(pixels, model.predict(pixels, verbose=0)))
+        mlflow.log_artifacts(str(keras_dir), KERAS_ARTIFACT)
+        keras_file = Path(tmp) / "classifier.keras"
+        model.save(keras_file)
+        pyfunc_dir = Path(tmp) / "model"
+        save_pyfunc(pyfunc_dir, keras_file, preprocess_cfg, threshold, gradcam_layer, example_input(example_film))
+        mlflow.log_artifacts(str(pyfunc_dir), "model")

@@ -79,3 +79,41 @@ def bad_dataset(synthetic_dataset) -> dict[str, Path]:
     assert cv2.imwrite(str(files["rgba"]), rgba)
     assert cv2.imwrite(str(files["png16"]), gray.astype(np.uint16) * 16)  # 12-bit values in a 16-bit PNG
     return files
+
+
+RETRAIN_ARGV = ["retrain-best", "--experiment", "t-registry", "--epochs", "1", "--fine-tune-epochs", "1",
+                "--fine-tune-layers", "all", "--gradcam-images", "4"]
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory, synthetic_dir, shared_cache) -> Path:
+    """One tiny search + retrain-best for the session (the slow part): a folder whose mlruns/ holds a
+    real SQLite registry with version 1 of model 'trained' as challenger. Tests register further
+    versions under their own model names, so none depends on another's registry state."""
+    from pipeline.cli import main
+
+    from .test_search import search_argv
+
+    work = tmp_path_factory.mktemp("registry")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        assert main(search_argv(synthetic_dir, shared_cache, "optuna", 2, "t-registry")) == 0
+        assert main([*RETRAIN_ARGV, "--model-name", "trained"]) == 0
+    finally:
+        mp.undo()
+    return work
+
+
+@pytest.fixture
+def registry(trained_registry, monkeypatch) -> Path:
+    """Run a test inside the session's registry folder (MLflow's local SQLite store there)."""
+    from pipeline import tracking
+
+    monkeypatch.chdir(trained_registry)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    tracking.connect()
+    return trained_registry

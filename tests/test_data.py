@@ -50,11 +50,53 @@ def test_scan_ignores_case_of_folder_names_and_accepts_jpg(synthetic_dataset, sp
     assert len(row) == 1 and row.iloc[0]["class_name"] == "NORMAL" and row.iloc[0]["source_split"] == "train"
 
 
-def test_hidden_files_and_subfolders_are_ignored(synthetic_dataset, spec):
-    (synthetic_dataset / "train" / "NORMAL" / ".DS_Store").write_bytes(b"junk")
-    (synthetic_dataset / "train" / "NORMAL" / "nested").mkdir()
+def _odd_entries(dataset: Path) -> dict[str, Path]:
+    """Entries a copied or half-synced data set can hold that are not image files; {kind: path}."""
+    normal, pneumonia = dataset / "train" / "NORMAL", dataset / "train" / "PNEUMONIA"
+    entries = {"hidden": normal / ".DS_Store", "folder": normal / "nested", "folder_like_image": pneumonia / "x.jpeg",
+               "loop": normal / "loop.jpeg", "dangling": pneumonia / "gone.jpeg", "fifo": normal / "pipe.png"}
+    entries["hidden"].write_bytes(b"junk")
+    entries["folder"].mkdir()
+    entries["folder_like_image"].mkdir()
+    entries["loop"].symlink_to(entries["loop"].name)  # points at itself
+    entries["dangling"].symlink_to(dataset / "nowhere.jpeg")
+    os.mkfifo(entries["fifo"])  # opening it would block: it must be skipped before anything reads it
+    return entries
+
+
+REASONS = {"hidden": "hidden entry (name starts with '.')",
+           "folder": "a folder, not an image file (images must sit directly in the class folder)",
+           "folder_like_image": "a folder, not an image file (images must sit directly in the class folder)",
+           "loop": "symbolic link loop (the link points back to itself)",
+           "fifo": "not a regular file (device, pipe or socket)"}
+
+
+def test_every_entry_that_is_not_an_image_file_is_skipped_with_its_reason(synthetic_dataset, spec):
+    entries = _odd_entries(synthetic_dataset)
+    linked = synthetic_dataset / "test" / "NORMAL" / "IM-9999-0001.jpeg"  # a link to a good image is an image
+    linked.symlink_to(sorted((synthetic_dataset / "train" / "NORMAL").glob("*.jpeg"))[0])
     manifest, skipped = scan(synthetic_dataset)
-    assert skipped == [] and len(manifest) == 2 * (spec.train + spec.test)
+    reasons = {item["path"]: item["reason"] for item in skipped}
+    assert set(reasons) == {str(path) for path in entries.values()}
+    for kind, reason in REASONS.items():
+        assert reasons[str(entries[kind])] == reason, kind
+    assert reasons[str(entries["dangling"])] == (
+        f"dangling symbolic link (its target {synthetic_dataset / 'nowhere.jpeg'} does not exist)")
+    assert str(linked) in set(manifest["path"]) and len(manifest) == 2 * (spec.train + spec.test) + 1
+
+
+def test_unlistable_class_folder_is_an_error_naming_it(synthetic_dataset, monkeypatch):
+    # Tests run as root here, where chmod 000 does not block reading: the OS error is made directly.
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "PNEUMONIA" and self.parent.name == "test":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(DatasetError, match=r"test/PNEUMONIA cannot be listed \(Permission denied\)"):
+        scan(synthetic_dataset)
 
 
 def test_bad_files_are_skipped_by_name_and_odd_pngs_load(bad_dataset, data_cfg, pre_cfg, spec):
@@ -293,6 +335,17 @@ def test_data_check_json(bad_dataset, tmp_path, spec):
         str(bad_dataset[k]) for k in ("corrupt", "truncated", "zero_byte", "text")}
     assert all(item["reason"] for item in report["skipped"])
     assert isinstance(report["fingerprint"], str) and len(report["fingerprint"]) == 16
+
+
+@pytest.mark.slow
+def test_data_check_lists_links_folders_and_pipes_it_skips(synthetic_dataset, tmp_path):
+    entries = _odd_entries(synthetic_dataset)
+    result = _data_check("--data-dir", str(synthetic_dataset), "--cache-dir", str(tmp_path / "cache"),
+                         "--image-size", "32", "--seed", "0")
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {len(entries)} file(s):" in result.stdout
+    for kind, reason in REASONS.items():
+        assert f"    {entries[kind]}: {reason}" in result.stdout.splitlines(), kind
 
 
 @pytest.mark.slow

@@ -70,8 +70,10 @@ def test_search_logs_parent_and_one_child_per_trial(engine, workdir, synthetic_d
 
 
 def test_optuna_resume_after_kill_keeps_finished_trials(workdir, synthetic_dir, shared_cache):
-    """Kill a search mid-study; the rerun keeps every finished trial and only runs what is missing."""
-    argv = search_argv(synthetic_dir, shared_cache, "optuna", 6, "t-resume", "--study-name", "resume-me")
+    """Kill a search mid-study; the rerun keeps every finished trial, draws no configuration twice,
+    fails the killed trial (heartbeat) and retries it, and leaves nothing RUNNING."""
+    argv = search_argv(synthetic_dir, shared_cache, "optuna", 6, "t-resume", "--study-name", "resume-me",
+                       "--heartbeat", "1")
     storage = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], cwd=workdir, env=env,
@@ -86,21 +88,26 @@ def test_optuna_resume_after_kill_keeps_finished_trials(workdir, synthetic_dir, 
             study = optuna.load_study(study_name="resume-me", storage=storage)
         except KeyError:
             continue
-        finished = [t for t in study.trials if t.state.is_finished()]
-        if len(finished) >= 2:
+        finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        if len(finished) >= 2 and any(t.state.name == "RUNNING" for t in study.trials):
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(finished) >= 2, "the first search never finished two trials"
+    done = ("COMPLETE", "PRUNED")
     before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="resume-me", storage=storage).trials
-              if t.state.is_finished()}
+              if t.state.name in done}
 
     assert main(search_argv(synthetic_dir, shared_cache, "optuna", 3 + len(before), "t-resume",
-                            "--study-name", "resume-me")) == 0
+                            "--study-name", "resume-me", "--heartbeat", "1")) == 0
     study = optuna.load_study(study_name="resume-me", storage=storage)
-    after = {t.number: (t.params, t.value) for t in study.trials if t.state.is_finished()}
+    after = {t.number: (t.params, t.value) for t in study.trials if t.state.name in done}
     assert len(after) == len(before) + 3
     assert all(after[n] == before[n] for n in before)  # finished trials untouched, not repeated
+    keys = [tuple(sorted(p.items())) for p, _ in after.values()]
+    assert len(set(keys)) == len(keys), "a resumed study replayed a configuration"
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    assert not [r for r in runs_of("t-resume") if r.info.status == "RUNNING"]
 
 
 def test_resuming_with_other_settings_is_refused(workdir, synthetic_dir, shared_cache, capsys):
@@ -113,15 +120,26 @@ def test_resuming_with_other_settings_is_refused(workdir, synthetic_dir, shared_
     assert "'s1'" in err and "epochs" in err and "--study-name" in err
 
 
-def test_feature_cache_is_reused_and_invalidated(synthetic_dir, tmp_path):
+def test_feature_cache_is_reused_and_invalidated(synthetic_dir, tmp_path, monkeypatch):
+    import pipeline.features as features_module
+
     data_cfg = DataConfig(data_dir=synthetic_dir, cache_dir=tmp_path)
     pre = PreprocessConfig(image_size=32)
     dataset = load_dataset(data_cfg, pre, progress=False)
     model = ModelConfig("mobilenetv2", "none", 32)
     first = build_features(dataset, model, pre, AugmentConfig(), 1, tmp_path, cam_count=2, progress=False)
-    again = build_features(dataset, model, pre, AugmentConfig(), 1, tmp_path, cam_count=2, progress=False)
+    stored = first.directory / "features.npz"
+    written = stored.stat().st_mtime_ns
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("a cached entry must not run the backbone again")
+
+    with monkeypatch.context() as m:
+        m.setattr(features_module, "build_backbone", no_backbone)
+        again = build_features(dataset, model, pre, AugmentConfig(), 1, tmp_path, cam_count=2, progress=False)
     assert not first.from_cache and again.from_cache and again.key == first.key
-    assert (again.train_views == first.train_views).all()
+    assert stored.stat().st_mtime_ns == written  # read, not rewritten
+    assert sorted(p.name for p in (tmp_path / "features").iterdir() if p.is_dir()) == [first.key]  # no .partial left
     assert first.train_views.shape[:2] == (2, len(dataset.split("train")[1]))
     changed = [build_features(dataset, model, pre, AugmentConfig(flip=False), 1, tmp_path, cam_count=2, progress=False),
                build_features(dataset, model, pre, AugmentConfig(), 2, tmp_path, cam_count=2, progress=False)]
@@ -147,3 +165,17 @@ def test_search_without_data_names_the_folder_and_the_ways_out(workdir, capsys):
     assert main(["search", "--data-dir", "no/such/folder", "--weights", "none"]) == 2
     err = capsys.readouterr().err
     assert "no/such/folder" in err and "make data" in err and "DATA_DIR=" in err and "make demo" in err
+
+
+def test_kerastuner_resume_keeps_every_trial_run_id(workdir, synthetic_dir, shared_cache):
+    """trials.csv of a resumed Keras Tuner project names the MLflow run of the trials before the resume too."""
+    import pandas as pd
+
+    assert main(search_argv(synthetic_dir, shared_cache, "kerastuner", 1, "t-kt-resume", "--study-name", "kt")) == 0
+    assert main(search_argv(synthetic_dir, shared_cache, "kerastuner", 2, "t-kt-resume", "--study-name", "kt")) == 0
+    runs = runs_of("t-kt-resume")
+    latest = max((r for r in runs if r.data.tags.get("pipeline.run_type") == "search"), key=lambda r: r.info.start_time)
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=latest.info.run_id, artifact_path="trials.csv"))
+    children = {r.data.tags["trial_number"]: r.info.run_id for r in runs if r.data.tags.get("pipeline.run_type") == "trial"}
+    assert len(table) == 2 and table["run_id"].notna().all()
+    assert {str(n): rid for n, rid in zip(table["number"], table["run_id"])} == children

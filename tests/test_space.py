@@ -115,3 +115,26 @@ def test_keras_tuner_hyperparameters(tmp_path):
     hp = load_space(_write(tmp_path)).kerastuner_hyperparameters()
     assert set(hp.values) == set(PARAMS)
     assert hp.values["dense_units"] in (64, 128) and 0.1 <= hp.values["dropout"] <= 0.5
+
+
+@pytest.mark.parametrize("text, first_line", [
+    ("dropout: {type: float, low: 0.1\nl2: 2\n", "not valid YAML at line 2 column 3: expected ',' or '}', but got ':'"),
+    ("dropout:\n\t- x\n", "not valid YAML at line 2 column 1: found character '\\t' that cannot start any token"),
+    ("dropout: a: b\n", "not valid YAML at line 1 column 11: mapping values are not allowed here"),
+])
+def test_malformed_yaml_is_one_summary_line_then_pyyaml_detail(tmp_path, text, first_line):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_space(path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{path}: {first_line}"
+    assert len(lines) > 1 and all(line.startswith("  ") for line in lines[1:])
+    assert f'in "{path}", line' in str(err.value)
+
+
+def test_binary_file_as_space_is_one_error(tmp_path):
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe\x00\x01")
+    with pytest.raises(ConfigError, match=rf"^{path}: not valid YAML: "):
+        load_space(path)
