@@ -33,6 +33,8 @@ MODEL_NAME    ?= pneumonia-classifier
 MODEL         ?= models:/$(MODEL_NAME)@champion
 IMAGES        ?=
 OUTPUT        ?= outputs/predictions
+EXPLAIN       ?= gradcam
+LIME_IMAGES   ?= 0
 UI_PORT       ?= 5000
 SERVE_PORT    ?= 5001
 PYTEST_ARGS   ?=
@@ -92,7 +94,7 @@ ui: $(VENV)/.installed ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 retrain-best: $(VENV)/.installed ## fine-tune the best trial, evaluate on test, register a challenger
 	$(PY) -m pipeline retrain-best --experiment $(EXPERIMENT) --epochs $(EPOCHS) --fine-tune-epochs $(FT_EPOCHS) \
 		--fine-tune-layers $(FT_LAYERS) --fine-tune-lr-factor $(FT_LR_FACTOR) $(call optional,--fine-tune-lr,$(FT_LR)) --patience $(PATIENCE) \
-		--model-name $(MODEL_NAME) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
+		--model-name $(MODEL_NAME) --lime-images $(LIME_IMAGES) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
 		$(if $(filter command line environment,$(origin DATA_DIR)),--data-dir $(DATA_DIR))
 
 promote: $(VENV)/.installed ## make the challenger champion if it passes the criteria (exit 0 promoted, 3 kept)
@@ -103,7 +105,7 @@ rollback: $(VENV)/.installed ## champion back to previous-champion
 
 predict: $(VENV)/.installed ## classify IMAGES="a.jpeg dir/ 'glob/*.png'" with MODEL (default: the champion)
 	@test -n "$(IMAGES)" || { echo 'usage: make predict IMAGES="path/a.jpeg folder/ path/*.png" [MODEL=models:/NAME@ALIAS]'; exit 2; }
-	$(PY) -m pipeline predict --model $(MODEL) --output $(OUTPUT) $(IMAGES)
+	$(PY) -m pipeline predict --model $(MODEL) --output $(OUTPUT) --explain $(EXPLAIN) $(IMAGES)
 
 evaluate: $(VENV)/.installed ## evaluate MODEL on DATA_DIR (NORMAL/ + PNEUMONIA/, or a root with test/); tags the version
 	$(PY) -m pipeline evaluate --model $(MODEL) --data-dir $(DATA_DIR)

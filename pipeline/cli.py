@@ -126,7 +126,7 @@ def cmd_retrain_best(a) -> int:
     cfg = RetrainConfig(epochs=a.epochs, fine_tune_epochs=a.fine_tune_epochs, fine_tune_layers=a.fine_tune_layers,
                         fine_tune_lr_factor=a.fine_tune_lr_factor, fine_tune_lr=a.fine_tune_lr, batch_size=a.batch_size, patience=a.patience,
                         threshold_rule=a.threshold_rule, target_sensitivity=a.target_sensitivity,
-                        model_name=a.model_name, gradcam_images=a.gradcam_images)
+                        model_name=a.model_name, gradcam_images=a.gradcam_images, lime_images=a.lime_images)
     tracking.setup(a.experiment)
     search = find_search(a.experiment, a.search_run_id)
     p = search.params
@@ -201,14 +201,21 @@ def cmd_predict(a) -> int:
     check_model_uri(a.model)
     output = check_folder(Path(a.output), "--output")
     tracking.connect()
-    run = predict_images(a.model, a.images, output)
+    from .explain import check_explain, check_samples
+
+    check_explain(a.explain)
+    check_samples(a.lime_samples)
+    run = predict_images(a.model, a.images, output, explain=a.explain, lime_samples=a.lime_samples)
     results = run.results
     print(f"model {a.model} -> {run.model_uri} (resolved once), threshold {run.threshold:.3f}")
     for r in results:
         if r.error:
             print(f"error: {r.error}", file=sys.stderr)
         else:
-            print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\tGrad-CAM: {r.overlay}")
+            shown = [f"Grad-CAM: {r.overlay}"] if r.overlay else []
+            if r.lime_overlay:
+                shown += [f"LIME: {r.lime_overlay}", f"agreement (IoU) {r.agreement:.2f}"]
+            print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\t" + "\t".join(shown))
     print(f"predictions: {run.csv}")
     return 1 if any(r.error for r in results) else 0
 
@@ -290,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sensitivity", type=float, default=0.95, help="(default: %(default)s)")
     p.add_argument("--model-name", default="pneumonia-classifier", help="registered model name (default: %(default)s)")
     p.add_argument("--gradcam-images", type=int, default=12, help="test images in the Grad-CAM grid (default: %(default)s)")
+    p.add_argument("--lime-images", type=int, default=0, help="LIME grid of the same test images and its agreement with Grad-CAM; slow (default: %(default)s)")
     p.set_defaults(func=cmd_retrain_best)
 
     criteria = PromoteConfig()  # the defaults live there, once
@@ -316,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load a model from the registry (models:/NAME@ALIAS) and classify images.")
     p.add_argument("--model", default="models:/pneumonia-classifier@champion", help="(default: %(default)s)")
     p.add_argument("--output", default="outputs/predictions", help="folder for predictions.csv and Grad-CAM overlays (default: %(default)s)")
+    p.add_argument("--explain", default="gradcam", help="gradcam, lime or both: the overlays written per image; "
+                   "lime/both also give Grad-CAM/LIME agreement (default: %(default)s)")
+    p.add_argument("--lime-samples", type=int, default=150, help="perturbed films LIME fits on per image "
+                   "(default: %(default)s: about 2-30 s per film on 2 cores, by backbone)")
     p.add_argument("images", nargs="+", help="image files (.jpeg, .jpg, .png), folders or glob patterns")
     p.set_defaults(func=cmd_predict)
 

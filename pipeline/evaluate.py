@@ -199,7 +199,7 @@ def _predict_files(model, paths: list[str]) -> tuple[np.ndarray, list[int]]:
 
 
 def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed: int = 0,
-                   dataset_name: str = "test") -> Evaluation:
+                   dataset_name: str = "test", lime_images: int = 0, lime_samples: int | None = None) -> Evaluation:
     """Inside the active run: predict every file with the pyfunc's own preprocessing and threshold, log the
     manifest as the run's `test` input, metrics (through mlflow.models.evaluate), ROC, PR, confusion matrix
     and a Grad-CAM grid. `model` is a serving.PneumoniaModel (serving.load)."""
@@ -231,6 +231,8 @@ def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed:
     tracking.log_figure(pr_figure(labels, proba, threshold), "evaluation/pr_curve.png")
     if gradcam_images:
         log_gradcam_grid(model, grays, labels, proba, threshold, gradcam_images, seed)
+    if lime_images:
+        log_lime_grid(model, grays, labels, proba, threshold, lime_images, seed, lime_samples)
     return Evaluation(fp, report, table, mlflow.active_run().info.run_id)
 
 
@@ -248,6 +250,26 @@ def log_gradcam_grid(model, grays: np.ndarray, labels: np.ndarray, proba: np.nda
     tracking.log_figure(grid_figure(grays[idx], cams, labels[idx], proba[idx], threshold=threshold,
                                     title=f"Grad-CAM on test images (red: misclassified at {threshold:.3f})"),
                         artifact)
+
+
+def log_lime_grid(model, grays: np.ndarray, labels: np.ndarray, proba: np.ndarray, threshold: float,
+                  count: int, seed: int = 0, samples: int | None = None) -> None:
+    """LIME on the images the Grad-CAM grid shows (misclassified first), and how far the two agree:
+    the nan-mean agreement becomes the run's metric `lime_gradcam_agreement`, so runs sort by it."""
+    import mlflow
+
+    from . import tracking
+    from .explain import DEFAULT_SAMPLES, explain_test_images, misclassified_first
+
+    idx = misclassified_first(pick_gradcam_cases(labels, proba, threshold, count, seed), labels, proba, threshold)
+    if not len(idx):
+        return
+    print(f"LIME on {len(idx)} test images ({samples or DEFAULT_SAMPLES} samples each)", flush=True)
+    fig, agreements = explain_test_images(model.model, model.gradcam_layer, grays, labels, proba, threshold, idx,
+                                          samples=samples or DEFAULT_SAMPLES, seed=seed)
+    tracking.log_figure(fig, "evaluation/lime_test.png")
+    if np.isfinite(agreements).any():
+        mlflow.log_metric("lime_gradcam_agreement", float(np.nanmean(agreements)))
 
 
 def evaluate_version(version, manifest: pd.DataFrame, gradcam_images: int = 8, tags: dict | None = None,

@@ -26,6 +26,8 @@ class Prediction:
     threshold: float | None = None
     model_version: str | None = None
     overlay: str | None = None
+    lime_overlay: str | None = None
+    agreement: float | None = None  # IoU of Grad-CAM's top pixels with LIME's superpixels (explain lime/both)
     error: str | None = None
 
 
@@ -73,7 +75,12 @@ def film_overlay(raw: np.ndarray, cam: np.ndarray, probability: float, label: st
     film = to_gray_uint8(raw)
     h, w = film.shape[:2]
     rgb = overlay(film, cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR))
-    image = np.ascontiguousarray(rgb[:, :, ::-1])
+    return _write_verdict(np.ascontiguousarray(rgb[:, :, ::-1]), probability, label)
+
+
+def _write_verdict(image: np.ndarray, probability: float, label: str) -> np.ndarray:
+    """The verdict written on an overlay, scaled to the film."""
+    h, w = image.shape[:2]
     scale = max(w, h) / 800
     text = f"{label}  p(pneumonia)={probability:.3f}"
     org = (int(12 * scale) + 4, int(36 * scale) + 8)
@@ -84,17 +91,29 @@ def film_overlay(raw: np.ndarray, cam: np.ndarray, probability: float, label: st
 
 
 def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[Prediction],
-                   targets: list[Path]) -> None:
-    """Grad-CAM of a chunk of films, each written as its overlay (the hook for other explanations)."""
+                   targets: list[Path], explain: str = "gradcam", lime_samples: int | None = None,
+                   seed: int = 42) -> None:
+    """Explanations of a chunk of films at each film's resolution: Grad-CAM, LIME or both, and with LIME
+    the agreement of the two (Grad-CAM is computed either way, since the agreement needs it)."""
+    from .explain import DEFAULT_SAMPLES, agreement, explain_lime, lime_overlay
     from .gradcam import gradcam
 
     cams = gradcam(model.model, to_model_input(grays), model.gradcam_layer)
-    for raw, cam, row, target in zip(raws, cams, rows, targets):
-        cv2.imwrite(str(target), film_overlay(raw, cam, row.probability, row.label))
-        row.overlay = str(target)
+    for raw, gray, cam, row, target in zip(raws, grays, cams, rows, targets):
+        if explain in ("gradcam", "both"):
+            cv2.imwrite(str(target), film_overlay(raw, cam, row.probability, row.label))
+            row.overlay = str(target)
+        if explain in ("lime", "both"):
+            lime = explain_lime(model.model, gray, samples=lime_samples or DEFAULT_SAMPLES, seed=seed)
+            row.agreement = agreement(cam, lime.mask)
+            lime_target = target.with_name(target.name.replace("_gradcam.png", "_lime.png"))
+            image = np.ascontiguousarray(lime_overlay(to_gray_uint8(raw), lime.mask)[:, :, ::-1])
+            cv2.imwrite(str(lime_target), _write_verdict(image, row.probability, row.label))
+            row.lime_overlay = str(lime_target)
 
 
-def predict_images(model_uri: str, inputs: list[str], output_dir: Path) -> PredictionRun:
+def predict_images(model_uri: str, inputs: list[str], output_dir: Path, explain: str = "gradcam",
+                   lime_samples: int | None = None) -> PredictionRun:
     """One row per image (unreadable ones get an error and the others still run), all from one version."""
     from .registry import resolve, version_uri
     from .serving import load, read_path
@@ -124,7 +143,7 @@ def predict_images(model_uri: str, inputs: list[str], output_dir: Path) -> Predi
         table = model.table(model.probabilities(np.stack(grays)))
         for row, out in zip(chunk_rows, table.itertuples()):
             row.probability, row.label, row.threshold = float(out.probability), out.label, float(out.threshold)
-        write_overlays(model, raws, np.stack(grays), chunk_rows, targets)
+        write_overlays(model, raws, np.stack(grays), chunk_rows, targets, explain, lime_samples)
     csv = output_dir / CSV_NAME
     frame = pd.DataFrame([asdict(r) for r in results], columns=list(Prediction.__dataclass_fields__))
     frame.insert(4, "model_name", version.name)

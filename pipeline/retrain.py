@@ -44,7 +44,8 @@ def retrain_best(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig,
         trained = train_step(dataset, search, model_cfg, augment_cfg, preprocess_cfg, cfg, features_dir, seed)
         # The test split is used once, here, after every choice (weights, threshold) is fixed.
         test = dataset.manifest[dataset.manifest["split"] == "test"].reset_index(drop=True)
-        evaluation = evaluate_model(load(trained.model_uri), test, gradcam_images=cfg.gradcam_images, seed=seed)
+        evaluation = evaluate_model(load(trained.model_uri), test, gradcam_images=cfg.gradcam_images, seed=seed,
+                                    lime_images=cfg.lime_images)
         version = register_step(trained.model_uri, evaluation, cfg.model_name, preprocess_cfg, model_cfg,
                                 {**lineage, "retrain_run_id": run.info.run_id, "gradcam_layer": trained.gradcam_layer})
         mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})

@@ -36,3 +36,19 @@ def test_evaluate_a_version_on_a_folder_tags_it_by_fingerprint(registry, synthet
 def test_evaluate_on_a_folder_without_classes_is_a_clear_error(registry, tmp_path, capsys):
     assert main(["evaluate", "--model", "models:/trained/1", "--data-dir", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_evaluate_with_lime_images_logs_the_grid_and_the_mean_agreement(registry, synthetic_dir):
+    """What `retrain-best --lime-images N` adds to its test report: the same evaluate code, LIME on."""
+    from pipeline import tracking
+    from pipeline.evaluate import evaluate_model, labelled_manifest
+    from pipeline.serving import load
+
+    tracking.setup("t-evaluate-lime")
+    with mlflow.start_run() as run:
+        evaluate_model(load("models:/trained/1"), labelled_manifest(synthetic_dir / "test"), gradcam_images=4,
+                       lime_images=2, lime_samples=20)
+    logged = MlflowClient().get_run(run.info.run_id)
+    assert 0.0 <= logged.data.metrics["lime_gradcam_agreement"] <= 1.0
+    files = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/lime_test.png", "evaluation/gradcam_test.png"} <= files

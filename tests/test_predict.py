@@ -81,3 +81,33 @@ def test_predict_with_a_missing_file_says_which(champion, tmp_path, capsys):
     code = main(["predict", "--model", f"models:/{champion}@champion", "--output", str(tmp_path / "o"),
                  str(tmp_path / "nothing-*.jpeg")])
     assert code == 1 and "nothing-*.jpeg" in capsys.readouterr().err
+
+
+def test_predict_explain_both_writes_lime_beside_gradcam_with_agreement(champion, films, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", "--model", f"models:/{champion}@champion", "--output", str(out), "--explain", "both",
+                 "--lime-samples", "20", str(films / "in" / "site_b")]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out / "predictions.csv")
+    assert len(table) == 2 and table["agreement"].between(0, 1).all()
+    for row in table.itertuples():
+        film = cv2.imread(row.path, cv2.IMREAD_UNCHANGED)
+        lime = cv2.imread(row.lime_overlay)
+        assert row.lime_overlay.endswith("_lime.png") and lime.shape[:2] == film.shape[:2]  # the film's resolution
+        assert cv2.imread(row.overlay).shape[:2] == film.shape[:2]
+        assert f"agreement (IoU) {row.agreement:.2f}" in printed
+
+
+def test_predict_explain_lime_only_writes_no_gradcam_overlay(champion, films, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", "--model", f"models:/{champion}@champion", "--output", str(out), "--explain", "lime",
+                 "--lime-samples", "20", str(films / "in" / "site_a" / "film.jpeg")]) == 0
+    assert not list(out.glob("*_gradcam.png")) and len(list(out.glob("*_lime.png"))) == 1
+
+
+def test_bad_explain_value_is_one_error_line_before_any_work(champion, tmp_path, capsys):
+    code = main(["predict", "--model", f"models:/{champion}@champion", "--output", str(tmp_path / "o"),
+                 "--explain", "heatmap", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --explain 'heatmap'") and "lime" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import sqlalchemy.exc
 
 from pipeline.cli import main
 from pipeline.config import AugmentConfig, DataConfig, ModelConfig, PreprocessConfig
@@ -76,17 +78,20 @@ def test_optuna_resume_after_kill_keeps_finished_trials(workdir, synthetic_dir, 
                        "--heartbeat", "1")
     storage = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = workdir / "first.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], cwd=workdir, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
     finished = []
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        if not (workdir / "mlruns" / "optuna.db").exists():
+        # touch the storage only once the worker printed finished trials: its tables exist by then
+        if len(re.findall(r"^trial\s+\d+/\d+ (?:COMPLETE|PRUNED)", log.read_text(), flags=re.M)) < 2:
             continue
         try:
             study = optuna.load_study(study_name="resume-me", storage=storage)
-        except KeyError:
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # no study yet, or the worker is creating its tables
             continue
         finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
         if len(finished) >= 2 and any(t.state.name == "RUNNING" for t in study.trials):
