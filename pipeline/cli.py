@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
     g.add_argument("--study-name", default=None, help="Optuna study / Keras Tuner project; the same name resumes "
                                                        "(default: derived from experiment, engine, backbone, data)")
-    g.add_argument("--augment-views", type=int, default=2, help="augmented copies of train in the feature cache (default: %(default)s)")
+    g.add_argument("--augment-views", type=int, default=0, help="augmented copies of train in the feature cache; 0 scored best on the real data (benchmarks/augment_views.py) (default: %(default)s)")
     g.add_argument("--gradcam-images", type=int, default=8, help="validation images in each trial's Grad-CAM grid (default: %(default)s)")
     g.add_argument("--workers", type=int, default=1, help="worker processes on this machine, one study, cores shared out (Optuna) (default: %(default)s)")
     g.add_argument("--heartbeat", type=int, default=10, help="seconds between a trial's heartbeats; a worker silent for 3 is dead and its trial retried (default: %(default)s)")
