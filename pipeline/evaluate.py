@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,19 +214,22 @@ def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed:
     proba = model.probabilities(grays)
     threshold = model.threshold
     fp = test_fingerprint(manifest)
-    mlflow.log_input(mlflow.data.from_pandas(manifest.drop(columns=["probability"], errors="ignore"),
-                                             source=os.path.commonpath(manifest["path"].tolist()),
-                                             targets="label", name=f"{dataset_name}-{fp}"), context="test")
+    from . import tracking
+
+    tracking.log_dataset_input(manifest.drop(columns=["probability"], errors="ignore"),
+                               os.path.commonpath(manifest["path"].tolist()), f"{dataset_name}-{fp}", "test")
     table = manifest.assign(probability=proba, prediction=(proba >= threshold).astype(int))
-    mlflow.models.evaluate(data=table[["label", "prediction", "probability"]], targets="label",
-                           predictions="prediction", model_type="classifier", extra_metrics=_mlflow_metrics(),
-                           evaluator_config={"log_model_explainability": False})
+    with warnings.catch_warnings():
+        # mlflow's classifier evaluator re-scores per-class slices and warns about one-class slices and
+        # integer schemas; the report's own metrics (test_report, both classes checked above) are unaffected
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.models.evaluate(data=table[["label", "prediction", "probability"]], targets="label",
+                               predictions="prediction", model_type="classifier", extra_metrics=_mlflow_metrics(),
+                               evaluator_config={"log_model_explainability": False})
     report = test_report(labels, proba, threshold)
     mlflow.log_metrics({k.replace("@", "_"): v for k, v in report.items()})
     mlflow.set_tags({"test_fingerprint": fp, "evaluation_images": str(len(table))})
     mlflow.log_text(table.to_csv(index=False), "evaluation/predictions.csv")
-    from . import tracking
-
     tracking.log_figure(confusion_figure(labels, proba, threshold), "evaluation/confusion_matrix.png")
     tracking.log_figure(roc_figure(labels, proba, threshold), "evaluation/roc_curve.png")
     tracking.log_figure(pr_figure(labels, proba, threshold), "evaluation/pr_curve.png")

@@ -26,8 +26,7 @@ def log_manifest(dataset: Dataset) -> None:
     for split in ("train", "val"):
         part = dataset.manifest[dataset.manifest["split"] == split]
         source = os.path.commonpath(dataset.manifest["path"].tolist())
-        mlflow.log_input(mlflow.data.from_pandas(part, source=source, targets="label",
-                                                 name=f"{split}-{dataset.fingerprint}"), context=split)
+        tracking.log_dataset_input(part, source, f"{split}-{dataset.fingerprint}", split)
 
 
 def retrain_best(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig, augment_cfg: AugmentConfig,

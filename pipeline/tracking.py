@@ -169,3 +169,17 @@ def fail_stale_trials(study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def log_dataset_input(frame: pd.DataFrame, source: str, name: str, context: str) -> None:
+    """A manifest as an MLflow dataset input of the active run (lineage: which files, which labels).
+
+    MLflow warns here about things that do not apply to a file list (integer label columns in an
+    inferred schema, a local path that two source types could read); the warnings are muted for
+    this call only, so users see the ones that matter.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+        mlflow.log_input(mlflow.data.from_pandas(frame, source=source, targets="label", name=name), context=context)
