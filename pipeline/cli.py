@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import (AugmentConfig, ConfigError, DataConfig, Interrupted, PipelineError, ModelConfig, PreprocessConfig, PromoteConfig,
-                     RetrainConfig, SearchConfig, check_folder, check_model_uri, sqlite_folder)
+from .config import (LIME_SAMPLES, AugmentConfig, ConfigError, DataConfig, Interrupted, PipelineError, ModelConfig, PreprocessConfig, PromoteConfig,
+                     RetrainConfig, SearchConfig, check_folder, check_model_uri)
 
 DEFAULT_DATA_DIR = "data/chest_xray"
 
@@ -97,8 +97,6 @@ def cmd_search(a) -> int:
                        seed=a.seed, heartbeat=a.heartbeat)
     _require_data_dir(data_cfg.data_dir)
     space = load_space(cfg.space)  # fail on a bad space before any image is read
-    if cfg.storage and sqlite_folder(cfg.storage):
-        sqlite_folder(cfg.storage).mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
     install_stop_handlers()
     if a.workers != 1:
         return run_workers(a, build_parser())  # a supervisor: it loads no data and no TensorFlow
@@ -326,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="outputs/predictions", help="folder for predictions.csv and Grad-CAM overlays (default: %(default)s)")
     p.add_argument("--explain", default="gradcam", help="gradcam, lime or both: the overlays written per image; "
                    "lime/both also give Grad-CAM/LIME agreement (default: %(default)s)")
-    p.add_argument("--lime-samples", type=int, default=150, help="perturbed films LIME fits on per image "
+    p.add_argument("--lime-samples", type=int, default=LIME_SAMPLES, help="perturbed films LIME fits on per image "
                    "(default: %(default)s: about 2-30 s per film on 2 cores, by backbone)")
     p.add_argument("images", nargs="+", help="image files (.jpeg, .jpg, .png), folders or glob patterns")
     p.set_defaults(func=cmd_predict)

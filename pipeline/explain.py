@@ -16,14 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .config import PipelineError  # noqa: E402
+from .config import LIME_SAMPLES, PipelineError  # noqa: E402
 from .data import CLASSES  # noqa: E402
 
 EXPLAIN_CHOICES = ("gradcam", "lime", "both")
 # benchmarks/explain_cost.py: a perturbed film costs about 0.2 CPU s with ResNet50 at 224 px (the
 # default backbone) and about 0.017 with MobileNetV2 at 128 px, so 150 samples keep one film at
 # 16-31 s (ResNet50) or 1.5-3 s (MobileNetV2) on 2 idle cores: within the ~30 s budget with either.
-DEFAULT_SAMPLES = 150
+DEFAULT_SAMPLES = LIME_SAMPLES
 DEFAULT_SEGMENTS = 50   # SLIC's target; a 224 px chest film gets about 35 superpixels
 DEFAULT_FEATURES = 5    # superpixels shown: about a tenth of the film
 LIME_BATCH = 50         # perturbed films per model call: bounds memory at 224 px (about 30 MB)

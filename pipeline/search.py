@@ -293,7 +293,7 @@ def _run_kerastuner(runner: TrialRunner, cfg: SearchConfig, space: SearchSpace, 
 
 def _where(cfg: SearchConfig, cache_dir: Path) -> str:
     if cfg.engine == "optuna":
-        return cfg.storage or f"sqlite:///{(tracking.STORE / 'optuna.db').resolve()}"
+        return cfg.storage or tracking.default_optuna_storage()
     return str(Path(cache_dir) / "kerastuner")
 
 

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .config import ConfigError, PipelineError
+from .config import ConfigError, PipelineError, sqlite_folder
 
 PG_USER = "pipeline"  # the cluster's superuser; trust authentication, listening on 127.0.0.1 only
 DATABASES = ("optuna", "mlflow")
@@ -142,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"STORAGE={url}/optuna")
             print(f"BACKEND_STORE={url}/mlflow")
         else:
-            if a.backend_store.startswith("sqlite:///"):
-                Path(a.backend_store[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.artifacts).mkdir(parents=True, exist_ok=True) if "://" not in a.artifacts else None
+            if sqlite_folder(a.backend_store):
+                sqlite_folder(a.backend_store).mkdir(parents=True, exist_ok=True)
+            if "://" not in a.artifacts:
+                Path(a.artifacts).mkdir(parents=True, exist_ok=True)
             print(f"MLflow server on http://127.0.0.1:{a.port} (backend {a.backend_store}, artifacts {a.artifacts});"
                   f" workers: export MLFLOW_TRACKING_URI=http://127.0.0.1:{a.port}", flush=True)
             os.execve(mlflow_server_argv(a.backend_store, a.artifacts, a.port)[0],

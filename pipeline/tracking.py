@@ -103,11 +103,11 @@ def end_runs(run_ids, status: str = "KILLED", force: bool = False) -> int:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: existence check only (PermissionError means it exists, as another user's)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -141,6 +141,11 @@ def trial_run_ids(experiment_id: str, study_name: str) -> dict[int, str]:
     return {int(r.data.tags["trial_number"]): r.info.run_id for r in runs}
 
 
+def default_optuna_storage() -> str:
+    """The Optuna storage when --storage is not given: a SQLite file beside the MLflow store."""
+    return f"sqlite:///{(STORE / 'optuna.db').resolve()}"
+
+
 def optuna_storage(url: str | None, heartbeat: int, on_stale=None):
     """RDB storage with heartbeats: a trial whose worker died (kill -9, lost machine) is failed by
     the next worker that looks, grace = 3 heartbeats later, and `on_stale` is called for it."""
@@ -148,9 +153,11 @@ def optuna_storage(url: str | None, heartbeat: int, on_stale=None):
 
     import optuna
 
-    url = url or f"sqlite:///{(STORE / 'optuna.db').resolve()}"
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    from .config import sqlite_folder
+
+    url = url or default_optuna_storage()
+    if sqlite_folder(url):
+        sqlite_folder(url).mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
     # SQLite serialises writers: wait for the lock instead of failing with "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with warnings.catch_warnings():
