@@ -24,6 +24,8 @@ BACKEND_STORE ?= sqlite:///mlruns/mlflow.db
 ARTIFACTS     ?= mlruns/artifacts
 SERVER_PORT   ?= 5050
 SEARCH_RUN_ID ?=
+PRETRAIN_EPOCHS ?= 30
+AUGMENT       ?=
 FT_EPOCHS     ?= 10
 FT_LAYERS     ?= 30
 FT_LR_FACTOR  ?= 0.1
@@ -51,9 +53,9 @@ DATA_FLAGS   = --data-dir $(DATA_DIR) --image-size $(IMAGE_SIZE) $(call optional
 SEARCH_FLAGS = $(DATA_FLAGS) --engine $(ENGINE) --trials $(TRIALS) --epochs $(EPOCHS) --backbone $(BACKBONE) \
                --weights $(WEIGHTS) --space $(SPACE) --experiment $(EXPERIMENT) \
                $(call optional,--study-name,$(STUDY_NAME)) $(call optional,--storage,$(STORAGE)) \
-               --workers $(WORKERS) --heartbeat $(HEARTBEAT)
+               --workers $(WORKERS) --heartbeat $(HEARTBEAT) $(AUGMENT)
 
-.PHONY: help venv test test-all data data-check search ui retrain-best promote rollback predict serve evaluate demo bench clean postgres postgres-stop server
+.PHONY: help venv test test-all data data-check pretrain search ui retrain-best promote rollback predict serve evaluate demo bench clean postgres postgres-stop server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -78,6 +80,9 @@ data-check: $(VENV)/.installed ## count, validate and fingerprint DATA_DIR
 
 search: $(VENV)/.installed ## hyperparameter search (ENGINE=optuna|kerastuner), every trial in MLflow
 	$(PY) -m pipeline search $(SEARCH_FLAGS)
+
+pretrain: $(VENV)/.installed ## offline path: train BACKBONE from scratch on train, save it for WEIGHTS=pretrained/... (an hour+)
+	$(PY) -m pipeline pretrain $(DATA_FLAGS) --backbone $(BACKBONE) --epochs $(PRETRAIN_EPOCHS) $(AUGMENT)
 
 postgres: $(VENV)/.installed ## local PostgreSQL in PG_DIR on 127.0.0.1:PG_PORT (apt-get installs it if missing); prints STORAGE
 	$(PY) -m pipeline.servers postgres --dir $(PG_DIR) --port $(PG_PORT)

@@ -10,7 +10,8 @@ from .config import AugmentConfig
 
 
 def augmenter(cfg: AugmentConfig, seed: int = 42) -> keras.Sequential:
-    """Small geometric changes a chest film plausibly has; no colour changes (the input is gray)."""
+    """Small geometric changes a chest film plausibly has, and optionally exposure and contrast
+    (films from another site differ most in those); no colour changes (the input is gray)."""
     steps: list[layers.Layer] = []
     if cfg.rotation:
         steps.append(layers.RandomRotation(cfg.rotation, fill_mode="constant", seed=seed))
@@ -22,6 +23,10 @@ def augmenter(cfg: AugmentConfig, seed: int = 42) -> keras.Sequential:
         steps.append(layers.RandomShear(x_factor=cfg.shear, y_factor=cfg.shear, fill_mode="constant", seed=seed))
     if cfg.flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed))
+    if cfg.brightness:
+        steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed))
+    if cfg.contrast:
+        steps.append(layers.RandomContrast(cfg.contrast, seed=seed))
     return keras.Sequential(steps, name="augment")
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import (LIME_SAMPLES, AugmentConfig, ConfigError, DataConfig, Interrupted, PipelineError, ModelConfig, PreprocessConfig, PromoteConfig,
+from .config import (LIME_SAMPLES, AugmentConfig, ConfigError, DataConfig, Interrupted, PipelineError, ModelConfig, PreprocessConfig, PretrainConfig, PromoteConfig,
                      RetrainConfig, SearchConfig, check_folder, check_model_uri)
 
 DEFAULT_DATA_DIR = "data/chest_xray"
@@ -34,6 +34,8 @@ def _add_augment_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--zoom", type=float, default=0.1, help="zoom range (default: %(default)s)")
     g.add_argument("--shear", type=float, default=0.1, help="shear range (default: %(default)s)")
     g.add_argument("--no-flip", action="store_true", help="turn off horizontal flips")
+    g.add_argument("--brightness", type=float, default=0.0, help="brightness change, fraction of the pixel range (default: %(default)s)")
+    g.add_argument("--contrast", type=float, default=0.0, help="contrast change, fraction (default: %(default)s)")
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -49,7 +51,7 @@ def _data_configs(a) -> tuple[DataConfig, PreprocessConfig]:
 
 
 def _augment_config(a) -> AugmentConfig:
-    return AugmentConfig(a.rotation, a.shift, a.zoom, a.shear, not a.no_flip)
+    return AugmentConfig(a.rotation, a.shift, a.zoom, a.shear, not a.no_flip, a.brightness, a.contrast)
 
 
 def _require_data_dir(path: Path) -> None:
@@ -145,6 +147,31 @@ def cmd_retrain_best(a) -> int:
                 "test_f1", "test_accuracy_at_0.5", "test_sensitivity_at_0.5", "test_specificity_at_0.5"):
         print(f"  {key:26s} {report[key]:.4f}")
     print(f"registered {cfg.model_name} v{version.version} as 'challenger' (run {run_id}); next: make promote")
+    return 0
+
+
+def cmd_pretrain(a) -> int:
+    from .data import load_dataset
+    from .pretrain import default_output, run_pretrain
+
+    cfg = PretrainConfig(epochs=a.epochs, learning_rate=a.learning_rate, warmup_epochs=a.warmup_epochs,
+                         weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, batch_size=a.batch_size,
+                         patience=a.patience)
+    data_cfg, pre_cfg = _data_configs(a)
+    aug_cfg = _augment_config(a)
+    model_cfg = ModelConfig(a.backbone, "none", a.image_size)
+    if a.output:
+        check_folder(Path(a.output).parent, "--output")
+        if not a.output.endswith(".weights.h5"):
+            raise ConfigError(f"--output {a.output}: Keras saves backbone weights only to a name ending in "
+                              ".weights.h5; pass e.g. pretrained/mobilenetv2.weights.h5")
+    _require_data_dir(data_cfg.data_dir)
+    dataset = load_dataset(data_cfg, pre_cfg)
+    output = Path(a.output) if a.output else default_output(model_cfg, dataset.fingerprint)
+    path, best_auc, run_id = run_pretrain(dataset, model_cfg, aug_cfg, pre_cfg, cfg, output, data_cfg.seed,
+                                          tags=_extra_tags())
+    print(f"pretrained backbone saved to {path} (best val AUC {best_auc:.4f}; MLflow run {run_id})")
+    print(f"next: make search WEIGHTS={path} BACKBONE={a.backbone} IMAGE_SIZE={a.image_size} DATA_DIR={a.data_dir}")
     return 0
 
 
@@ -297,6 +324,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradcam-images", type=int, default=12, help="test images in the Grad-CAM grid (default: %(default)s)")
     p.add_argument("--lime-images", type=int, default=0, help="LIME grid of the same test images and its agreement with Grad-CAM; slow (default: %(default)s)")
     p.set_defaults(func=cmd_retrain_best)
+
+    defaults = PretrainConfig()
+    p = sub.add_parser("pretrain", help="train a backbone from scratch on the train split, save it for --weights PATH",
+                       description="The offline path: every layer of a random-start backbone trained once on the "
+                                   "train split (AdamW, warmup + cosine, label smoothing); val picks the epoch. The "
+                                   "saved no-top weights file is what search/retrain take as --weights PATH.")
+    _add_data_flags(p)
+    _add_augment_flags(p)
+    p.add_argument("--backbone", default="mobilenetv2", help="(default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs, help="(default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    p.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience on val AUC (default: %(default)s)")
+    p.add_argument("--output", default=None, help="weights file, *.weights.h5 (default: pretrained/BACKBONE-SIZEpx-FINGERPRINT.weights.h5)")
+    p.set_defaults(func=cmd_pretrain)
 
     criteria = PromoteConfig()  # the defaults live there, once
     p = sub.add_parser("promote", help="move 'champion' to the challenger if it is better (or --rollback)",

@@ -130,9 +130,11 @@ class AugmentConfig:
     zoom: float = 0.1
     shear: float = 0.1
     flip: bool = True
+    brightness: float = 0.0  # intensity changes, fraction of the 0..255 range (exposure differs between sites)
+    contrast: float = 0.0
 
     def __post_init__(self):
-        for name in ("rotation", "shift", "zoom", "shear"):
+        for name in ("rotation", "shift", "zoom", "shear", "brightness", "contrast"):
             _in_range(name, getattr(self, name), 0.0, 0.5)
 
 
@@ -230,6 +232,32 @@ class RetrainConfig:
                           ("gradcam_images", 0), ("lime_images", 0)):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= low, name, value, f"an integer >= {low}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The offline backbone: every layer trained from a random start on the train split, once."""
+    epochs: int = 30
+    learning_rate: float = 1e-3  # peak of the warmup + cosine schedule
+    warmup_epochs: int = 2
+    weight_decay: float = 1e-4  # AdamW's decoupled decay
+    label_smoothing: float = 0.05
+    batch_size: int = 32
+    patience: int = 8
+    dense_units: int = 128  # the throwaway head the backbone learns under
+    dropout: float = 0.3
+    deterministic: bool = True
+
+    def __post_init__(self):
+        for name, low in (("epochs", 1), ("warmup_epochs", 0), ("batch_size", 1), ("patience", 1),
+                          ("dense_units", 1)):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= low, name, value, f"an integer >= {low}")
+        _check(self.warmup_epochs < self.epochs, "warmup_epochs", self.warmup_epochs, "fewer than --epochs")
+        _in_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
+        _in_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _in_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _in_range("dropout", self.dropout, 0.0, 0.9)
 
 
 @dataclass(frozen=True)

@@ -130,13 +130,15 @@ def feature_extractor(base: keras.Model) -> keras.Model:
     return keras.Model(base.input, pooled, name="features")
 
 
-def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int = 1) -> keras.Model:
+def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int = 1, *,
+                  optimizer: keras.optimizers.Optimizer | None = None, label_smoothing: float = 0.0) -> keras.Model:
     """steps_per_execution > 1 runs several batches per graph call: the same updates, far less
-    Python overhead, which dominates when the model is a small head on cached features."""
+    Python overhead, which dominates when the model is a small head on cached features.
+    Adam at a fixed rate unless an optimizer is given (pretrain brings AdamW with its schedule)."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
         steps_per_execution=steps_per_execution,
-        loss="binary_crossentropy",
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy"),
                  keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
     )

@@ -11,10 +11,10 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from .data import class_weights
 from .features import FeatureSet
-from .model import build_head, compile_model
+from .headfit import head_graph, keras_head
+from .model import build_head
 
 LOWER_IS_BETTER = {"val_loss"}
-STEPS_PER_EXECUTION = 32  # a head on cached vectors: per-batch Python overhead is most of an epoch
 
 
 @dataclass
@@ -42,40 +42,46 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
 
 
 def head_proba(head: keras.Model, vectors: np.ndarray) -> np.ndarray:
-    """P(pneumonia) per pooled feature vector: one eager call, because predict() would trace a
-    new graph for every trial's head."""
+    """P(pneumonia) per pooled feature vector of a Keras head: one eager call, because predict()
+    would trace a new graph for every trial's head."""
     return keras.ops.convert_to_numpy(head(vectors, training=False)).reshape(-1)
 
 
-class _ValidationF1(keras.callbacks.Callback):
-    """Put val_f1 into the epoch's logs, which Keras does not compute, so that EarlyStopping (best
-    weights) and the pruner can watch it like any other metric. Must come before them in the list:
-    every callback gets the same logs dict, in order."""
+class _EarlyStopping:
+    """Keras's EarlyStopping rule (min_delta 0, restore_best_weights) on any logged metric."""
 
-    def __init__(self, x_val: np.ndarray, y_val: np.ndarray):
-        super().__init__()
-        self.x_val, self.y_val = x_val, y_val
+    def __init__(self, metric: str, patience: int):
+        self.metric, self.patience = metric, patience
+        self.lower = metric in LOWER_IS_BETTER
+        self.best: float | None = None
+        self.best_weights: list[np.ndarray] | None = None
+        self.wait = 0
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            pred = (head_proba(self.model, self.x_val) >= 0.5).astype(int)
-            logs["val_f1"] = float(f1_score(self.y_val, pred, zero_division=0))
+    def update(self, epoch: int, value: float, weights) -> bool:
+        """Record the epoch; True when training should stop."""
+        if np.isnan(value):
+            return False
+        if self.best is None or (value < self.best if self.lower else value > self.best):
+            self.best, self.wait = value, 0
+            self.best_weights = [w.numpy() for w in weights]
+            return False
+        self.wait += 1
+        return self.wait >= self.patience and epoch > 0
 
 
-class _EpochHook(keras.callbacks.Callback):
-    def __init__(self, on_epoch: Callable[[int, dict], bool] | None):
-        super().__init__()
-        self.on_epoch = on_epoch
-        self.history: dict[str, list[float]] = {}
-        self.stopped_by_pruner = False
+def _epoch_logs(loss: float, train_proba: np.ndarray, train_y: np.ndarray, val_proba: np.ndarray,
+                y_val: np.ndarray, val_loss: float) -> dict[str, float]:
+    """The names Keras's fit logged (training metrics on the epoch's training-mode outputs), plus val_f1."""
+    train = {k[len("val_"):]: v for k, v in classification_metrics(train_y, train_proba).items() if k != "val_f1"}
+    val = classification_metrics(y_val, val_proba)
+    return {"loss": loss, **train, "val_loss": val_loss, **val}
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
-        for k, v in logs.items():
-            self.history.setdefault(k, []).append(v)
-        if self.on_epoch is not None and not self.on_epoch(epoch, logs):
-            self.stopped_by_pruner = True
-            self.model.stop_training = True
+
+def _val_loss(graph, proba: np.ndarray, y_val: np.ndarray) -> float:
+    """Unweighted binary cross-entropy plus the L2 penalty, as Keras reports val_loss."""
+    p = np.clip(proba.astype(np.float64), 1e-7, 1 - 1e-7)
+    bce = -np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p))
+    return float(bce + float(graph.penalty()))
 
 
 def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: int = 32, patience: int = 3,
@@ -83,31 +89,46 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
               on_epoch: Callable[[int, dict], bool] | None = None) -> TrialResult:
     """Train a head on cached features (clean + augmented views) and score it on validation.
 
-    on_epoch(epoch, logs) is called after every epoch with Keras's logs; returning False stops the
-    trial as PRUNED (that is how an engine's pruner reaches in without the objective knowing it).
+    on_epoch(epoch, logs) is called after every epoch with the epoch's logs; returning False stops
+    the trial as PRUNED (that is how an engine's pruner reaches in without the objective knowing it).
+    Early stopping watches `metric` and the best epoch's weights are the trial's result.
     """
+    import tensorflow as tf
+
     start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
     views, n, dim = features.train_views.shape
-    x_train = features.train_views.reshape(views * n, dim)
+    x_train = tf.constant(features.train_views.reshape(views * n, dim), tf.float32)
     y_train = np.tile(features.y_train, views).astype(np.float32)
-    head = compile_model(build_head(dim, int(params["dense_units"]), float(params["dropout"]),
-                                    float(params["l2"]), seed=seed), float(params["learning_rate"]),
-                         steps_per_execution=STEPS_PER_EXECUTION)
-    mode = "min" if metric in LOWER_IS_BETTER else "max"
-    hook = _EpochHook(on_epoch)
-    y_val = features.y_val.astype(np.float32)
-    head.fit(x_train, y_train, validation_data=(features.val, y_val),
-             epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-             class_weight=class_weights(features.y_train),
-             callbacks=[_ValidationF1(features.val, features.y_val),
-                        keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=patience,
-                                                      restore_best_weights=True),
-                        hook])
-    proba = head_proba(head, features.val)
+    weights = class_weights(features.y_train)
+    sample_weight = tf.constant(np.where(y_train == 1, weights[1], weights[0]).astype(np.float32))
+    dropout, l2 = float(params["dropout"]), float(params["l2"])
+    initial = build_head(dim, int(params["dense_units"]), dropout, l2, seed=seed).get_weights()
+    graph = head_graph(dim, int(params["dense_units"]))
+    graph.reset(initial, float(params["learning_rate"]), dropout, l2)
+    x_val, y_val = tf.constant(features.val, tf.float32), features.y_val.astype(np.float32)
+    stopper = _EarlyStopping(metric, patience)
+    history: dict[str, list[float]] = {}
+    status = "COMPLETE"
+    for epoch in range(epochs):
+        loss, train_proba, train_y = graph.train_epoch(x_train, tf.constant(y_train), sample_weight,
+                                                       tf.constant([seed, epoch], tf.int64), tf.constant(batch_size))
+        val_proba = graph.predict(x_val).numpy()
+        logs = _epoch_logs(float(loss), train_proba.numpy(), train_y.numpy(), val_proba, y_val,
+                           _val_loss(graph, val_proba, y_val))
+        for k, v in logs.items():
+            history.setdefault(k, []).append(v)
+        stop = stopper.update(epoch, logs[metric], graph.weights)
+        if on_epoch is not None and not on_epoch(epoch, logs):
+            status = "PRUNED"
+            break
+        if stop:
+            break
+    if stopper.best_weights is not None:
+        for var, value in zip(graph.weights, stopper.best_weights):
+            var.assign(value)
+    proba = graph.predict(x_val).numpy()
     metrics = classification_metrics(features.y_val, proba)
-    # the compiled loss plus the L2 penalties, as evaluate() reports it, without tracing another graph
-    metrics["val_loss"] = float(head.compute_loss(y=y_val.reshape(-1, 1), y_pred=proba.reshape(-1, 1), training=False))
-    return TrialResult(score=metrics[metric], metrics=metrics, history=hook.history, head=head, val_proba=proba,
-                       seconds=time.perf_counter() - start,
-                       status="PRUNED" if hook.stopped_by_pruner else "COMPLETE")
+    metrics["val_loss"] = _val_loss(graph, proba, y_val)
+    head = keras_head(graph, dropout, l2, seed)
+    return TrialResult(score=metrics[metric], metrics=metrics, history=history, head=head, val_proba=proba,
+                       seconds=time.perf_counter() - start, status=status)
