@@ -27,7 +27,7 @@ def augmenter(cfg: AugmentConfig, seed: int = 42) -> keras.Sequential:
         steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed))
     if cfg.contrast:
         steps.append(layers.RandomContrast(cfg.contrast, seed=seed))
-    return keras.Sequential(steps, name="augment")
+    return keras.Sequential(steps or [layers.Identity()], name="augment")  # every range 0: unchanged films
 
 
 def image_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int,
