@@ -16,6 +16,7 @@ import common  # noqa: F401  (sets up paths and quiets TensorFlow first)
 import keras
 import numpy as np
 
+from pipeline.config import SearchConfig
 from pipeline.data import class_weights, load_dataset
 from pipeline.features import build_features
 from pipeline.model import build_backbone, build_classifier, build_head, compile_model
@@ -103,7 +104,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--metric", default="val_auc")
-    p.add_argument("--augment-views", type=int, default=2, help="(b): augmented copies of train in the feature cache")
+    p.add_argument("--augment-views", type=int, default=SearchConfig().augment_views,
+                   help="(b): augmented copies of train in the feature cache (the project default)")
     p.add_argument("--space", default=str(common.REPO / "search_spaces/default.yaml"))
     p.add_argument("--estimate-trials", type=int, default=10, help="trials of the ESTIMATE line (Makefile default)")
     p.add_argument("--estimate-epochs", type=int, default=10, help="epochs of the ESTIMATE line (Makefile default)")
