@@ -236,14 +236,15 @@ class RetrainConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The offline backbone: every layer trained from a random start on the train split, once."""
-    epochs: int = 30
+    """The offline backbone: every layer trained from a random start on the train split, once.
+    Defaults: the recipe measured in README's Results (val AUC 0.990 at 96 px in 35 min on 2 cores)."""
+    epochs: int = 20
     learning_rate: float = 1e-3  # peak of the warmup + cosine schedule
-    warmup_epochs: int = 2
+    warmup_epochs: int = 1
     weight_decay: float = 1e-4  # AdamW's decoupled decay
     label_smoothing: float = 0.05
     batch_size: int = 32
-    patience: int = 8
+    patience: int = 6
     dense_units: int = 128  # the throwaway head the backbone learns under
     dropout: float = 0.3
     deterministic: bool = True

@@ -64,6 +64,12 @@ CASES = [
      "models:/pneumonia-classifier@champion) or models:/NAME/VERSION (--model)"),
     (["predict", "--output", "a-file", "x.png"],
      "error: --output a-file is a file, not a folder: remove it or choose another --output"),
+    (["pretrain", "--data-dir", "{data}", "--label-smoothing", "0.9"],
+     "error: label_smoothing=0.9 is invalid: expected a number in [0.0, 0.5]"),
+    (["pretrain", "--data-dir", "{data}", "--epochs", "3", "--warmup-epochs", "5"],
+     "error: warmup_epochs=5 is invalid: expected fewer than --epochs"),
+    (["search", "--data-dir", "{data}", "--brightness", "0.7"],
+     "error: brightness=0.7 is invalid: expected a number in [0.0, 0.5]"),
     (["data-check", "--data-dir", "no-such-folder"], "error: no dataset at no-such-folder (looked in {cwd}/no-such-folder)."),
 ]
 

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.config import (AugmentConfig, ConfigError, DataConfig, ModelConfig, PreprocessConfig, PromoteConfig,
+from pipeline.config import (AugmentConfig, ConfigError, DataConfig, ModelConfig, PreprocessConfig, PretrainConfig,
+                             PromoteConfig,
                              RetrainConfig, SearchConfig, check_folder, check_model_uri, check_storage, flat_params,
                              from_params)
 
-CONFIG_CLASSES = (PreprocessConfig, AugmentConfig, DataConfig, ModelConfig, SearchConfig, RetrainConfig, PromoteConfig)
+CONFIG_CLASSES = (PreprocessConfig, AugmentConfig, DataConfig, ModelConfig, SearchConfig, RetrainConfig, PretrainConfig,
+                  PromoteConfig)
 
 
 def _non_default(tmp_path: Path) -> list:
@@ -21,7 +23,7 @@ def _non_default(tmp_path: Path) -> list:
     weights.write_bytes(b"not read by the config")
     return [
         PreprocessConfig(image_size=96, clahe_clip_limit=3.5, clahe_tile_grid=4),
-        AugmentConfig(rotation=0.05, shift=0.2, zoom=0.0, shear=0.15, flip=False),
+        AugmentConfig(rotation=0.05, shift=0.2, zoom=0.0, shear=0.15, flip=False, brightness=0.1, contrast=0.2),
         DataConfig(data_dir=tmp_path / "chest xray", val_fraction=0.2, min_val_images=0, max_per_class=7, seed=2**32 - 1,
                    cache_dir=tmp_path / "cache"),
         DataConfig(max_per_class=None, seed=0),
@@ -34,6 +36,8 @@ def _non_default(tmp_path: Path) -> list:
                       fine_tune_lr=1e-3, batch_size=4, patience=2, threshold_rule="youden", target_sensitivity=0.9,
                       model_name="other-model", gradcam_images=0),
         RetrainConfig(fine_tune_lr=None),
+        PretrainConfig(epochs=3, learning_rate=2e-3, warmup_epochs=0, weight_decay=0.0, label_smoothing=0.1, batch_size=8,
+                       patience=2, dense_units=16, dropout=0.0, deterministic=False),
         PromoteConfig(margin=0.0, min_sensitivity=0.85),
     ]
 
