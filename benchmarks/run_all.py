@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("search_cost.py", "search_limit.py", "input_pipeline.py", "gradcam_overhead.py", "scaling.py", "explain_cost.py")
+SCRIPTS = ("search_cost.py", "search_limit.py", "head_training.py", "train_speed.py", "input_pipeline.py", "gradcam_overhead.py", "scaling.py", "explain_cost.py")
 
 
 def main() -> int:

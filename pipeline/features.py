@@ -66,6 +66,8 @@ def pick_cam_images(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 def _run(model: keras.Model, images: np.ndarray, batch_size: int, desc: str, progress: bool,
          augment: AugmentConfig | None = None, seed: int = 0) -> np.ndarray:
+    if not len(images):  # e.g. --gradcam-images 0
+        return np.zeros((0, *model.output.shape[1:]), np.float32)
     ds = image_dataset(images, None, batch_size, augment=augment, seed=seed)
     total = -(-len(images) // batch_size)
     out = [model.predict_on_batch(batch) for batch in tqdm(ds, total=total, desc=desc, unit="batch",

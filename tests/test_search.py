@@ -184,3 +184,16 @@ def test_kerastuner_resume_keeps_every_trial_run_id(workdir, synthetic_dir, shar
     children = {r.data.tags["trial_number"]: r.info.run_id for r in runs if r.data.tags.get("pipeline.run_type") == "trial"}
     assert len(table) == 2 and table["run_id"].notna().all()
     assert {str(n): rid for n, rid in zip(table["number"], table["run_id"])} == children
+
+
+def test_a_search_without_gradcam_images_caches_no_maps(data_cfg, pre_cfg):
+    """--gradcam-images 0 is allowed: the feature cache then holds an empty set of conv maps (it crashed)."""
+    from pipeline.config import AugmentConfig, ModelConfig
+    from pipeline.data import load_dataset
+    from pipeline.features import build_features
+
+    cfg = data_cfg()
+    dataset = load_dataset(cfg, pre_cfg, progress=False)
+    features = build_features(dataset, ModelConfig("mobilenetv2", "none", pre_cfg.image_size), pre_cfg,
+                              AugmentConfig(), 0, cfg.cache_dir, seed=0, cam_count=0, progress=False)
+    assert features.cam_maps.shape[0] == 0 and features.val.shape[0] == len(dataset.split("val")[0])
