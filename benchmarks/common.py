@@ -42,6 +42,19 @@ def parser(description: str, per_class: int | None = 100) -> argparse.ArgumentPa
     return p
 
 
+def full_size_search_parser(description: str) -> argparse.ArgumentParser:
+    """Flags of the full-size search benchmarks: every image by default (--per-class 0), MobileNetV2 at
+    128 px, 20 trials x 15 epochs (the figures README reports for the limit of a cached search)."""
+    p = parser(description, per_class=0)
+    p.set_defaults(image_size=128)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--space", default=str(REPO / "search_spaces/default.yaml"))
+    return p
+
+
 def tempdir(prefix: str) -> Path:
     """A fresh temporary folder, removed when the script ends."""
     path = Path(tempfile.mkdtemp(prefix=prefix))

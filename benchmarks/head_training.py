@@ -38,13 +38,7 @@ def keras_fit_trial(params: dict, features, epochs: int, batch_size: int, patien
 
 
 def main() -> None:
-    p = common.parser(__doc__.splitlines()[0], per_class=0)  # 0: every image
-    p.set_defaults(image_size=128)
-    p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--space", default=str(common.REPO / "search_spaces/default.yaml"))
+    p = common.full_size_search_parser(__doc__.splitlines()[0])
     a = p.parse_args()
     a.per_class = a.per_class or None
     common.header("head training: keras fit per trial vs one compiled graph per width", a)

@@ -52,13 +52,7 @@ def one_pass(a, images: np.ndarray, xla: bool = False) -> float:
 
 
 def main() -> None:
-    p = common.parser(__doc__.splitlines()[0], per_class=0)  # 0: all images
-    p.set_defaults(image_size=128)
-    p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--space", default=str(common.REPO / "search_spaces/default.yaml"))
+    p = common.full_size_search_parser(__doc__.splitlines()[0])
     p.add_argument("--xla", action="store_true", help="also time one pass compiled with XLA")
     a = p.parse_args()
     a.per_class = a.per_class or None  # 0: every image (the full training set)
