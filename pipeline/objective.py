@@ -7,6 +7,7 @@ from typing import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from .data import class_weights
@@ -93,8 +94,6 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
     the trial as PRUNED (that is how an engine's pruner reaches in without the objective knowing it).
     Early stopping watches `metric` and the best epoch's weights are the trial's result.
     """
-    import tensorflow as tf
-
     start = time.perf_counter()
     views, n, dim = features.train_views.shape
     x_train = tf.constant(features.train_views.reshape(views * n, dim), tf.float32)

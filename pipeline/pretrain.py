@@ -58,8 +58,8 @@ class _Progress(keras.callbacks.Callback):
               f"lr={logs['learning_rate']:.2g} ({elapsed / 60:.1f} min, at most {left / 60:.0f} min left)", flush=True)
 
 
-def pretrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentConfig, preprocess_cfg: PreprocessConfig,
-             cfg: PretrainConfig, output: Path, seed: int = 42) -> tuple[Path, float]:
+def pretrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentConfig, cfg: PretrainConfig, output: Path,
+             seed: int = 42) -> tuple[Path, float]:
     """Train every layer of a random-start backbone under a throwaway head; save the backbone alone
     (no top, the form `--weights PATH` loads). Returns the file and its best val AUC."""
     if cfg.deterministic:
@@ -100,7 +100,7 @@ def run_pretrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentC
         mlflow.log_params({**flat_params(cfg, augment_cfg, preprocess_cfg), **{k: str(v) for k, v in
                                                                                 asdict(model_cfg).items()},
                            "seed": seed})
-        path, best_auc = pretrain(dataset, model_cfg, augment_cfg, preprocess_cfg, cfg, output, seed)
+        path, best_auc = pretrain(dataset, model_cfg, augment_cfg, cfg, output, seed)
         mlflow.log_metric("best_val_auc", best_auc)
         mlflow.log_artifact(str(path), WEIGHTS_ARTIFACT)
         mlflow.set_tag("weights_file", str(path))
