@@ -3,19 +3,18 @@ later trial of that width reuses.
 
 Why not `keras.Model.fit`: fit traces new train, test and predict functions for every new model,
 and with a frozen backbone every trial is a new model. On 2 cores that tracing (1.5-3 s) and
-fit's per-epoch machinery cost more than the training itself (benchmarks/search_limit.py). Here
+fit's per-epoch machinery cost more than the training itself (benchmarks/head_training.py). Here
 the weights, Adam's moments and the hyperparameters (learning rate, dropout, L2) are variables
 that a trial assigns, and one call of a compiled function runs a whole epoch. The arithmetic is
 Keras's: Glorot-uniform start from `build_head`, class-weighted binary cross-entropy averaged
-over the batch, L2 on the hidden kernel, Keras's Adam; the trained weights end up in a real Keras
-head (`build_head`) so Grad-CAM, logging and retrain see what they always saw.
+over the batch, L2 on the hidden kernel, Keras's Adam; the objective copies the trained weights
+into a real Keras head (`build_head`) so Grad-CAM, logging and retrain see what they always saw.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from .model import build_head
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults
 
@@ -107,9 +106,3 @@ def head_graph(dim: int, units: int) -> HeadGraph:
         _GRAPHS[key] = HeadGraph(*key)
     return _GRAPHS[key]
 
-
-def keras_head(graph: HeadGraph, dropout: float, l2: float, seed: int):
-    """A real Keras head (build_head) holding the graph's current weights."""
-    head = build_head(graph.dim, graph.units, dropout, l2, seed=seed)
-    head.set_weights([w.numpy() for w in graph.weights])
-    return head

@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from .data import class_weights
 from .features import FeatureSet
-from .headfit import head_graph, keras_head
+from .headfit import head_graph
 from .model import build_head
 
 LOWER_IS_BETTER = {"val_loss"}
@@ -52,7 +52,7 @@ class _EarlyStopping:
     """Keras's EarlyStopping rule (min_delta 0, restore_best_weights) on any logged metric."""
 
     def __init__(self, metric: str, patience: int):
-        self.metric, self.patience = metric, patience
+        self.patience = patience
         self.lower = metric in LOWER_IS_BETTER
         self.best: float | None = None
         self.best_weights: list[np.ndarray] | None = None
@@ -73,7 +73,7 @@ class _EarlyStopping:
 def _epoch_logs(loss: float, train_proba: np.ndarray, train_y: np.ndarray, val_proba: np.ndarray,
                 y_val: np.ndarray, val_loss: float) -> dict[str, float]:
     """The names Keras's fit logged (training metrics on the epoch's training-mode outputs), plus val_f1."""
-    train = {k[len("val_"):]: v for k, v in classification_metrics(train_y, train_proba).items() if k != "val_f1"}
+    train = {k: v for k, v in classification_metrics(train_y, train_proba, prefix="").items() if k != "f1"}
     val = classification_metrics(y_val, val_proba)
     return {"loss": loss, **train, "val_loss": val_loss, **val}
 
@@ -98,18 +98,20 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
     views, n, dim = features.train_views.shape
     x_train = tf.constant(features.train_views.reshape(views * n, dim), tf.float32)
     y_train = np.tile(features.y_train, views).astype(np.float32)
+    labels = tf.constant(y_train)
     weights = class_weights(features.y_train)
     sample_weight = tf.constant(np.where(y_train == 1, weights[1], weights[0]).astype(np.float32))
     dropout, l2 = float(params["dropout"]), float(params["l2"])
-    initial = build_head(dim, int(params["dense_units"]), dropout, l2, seed=seed).get_weights()
+    # The Keras head gives the seeded start and, at the end, holds the trained weights (Grad-CAM, logging).
+    head = build_head(dim, int(params["dense_units"]), dropout, l2, seed=seed)
     graph = head_graph(dim, int(params["dense_units"]))
-    graph.reset(initial, float(params["learning_rate"]), dropout, l2)
+    graph.reset(head.get_weights(), float(params["learning_rate"]), dropout, l2)
     x_val, y_val = tf.constant(features.val, tf.float32), features.y_val.astype(np.float32)
     stopper = _EarlyStopping(metric, patience)
     history: dict[str, list[float]] = {}
     status = "COMPLETE"
     for epoch in range(epochs):
-        loss, train_proba, train_y = graph.train_epoch(x_train, tf.constant(y_train), sample_weight,
+        loss, train_proba, train_y = graph.train_epoch(x_train, labels, sample_weight,
                                                        tf.constant([seed, epoch], tf.int64), tf.constant(batch_size))
         val_proba = graph.predict(x_val).numpy()
         logs = _epoch_logs(float(loss), train_proba.numpy(), train_y.numpy(), val_proba, y_val,
@@ -128,6 +130,6 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
     proba = graph.predict(x_val).numpy()
     metrics = classification_metrics(features.y_val, proba)
     metrics["val_loss"] = _val_loss(graph, proba, y_val)
-    head = keras_head(graph, dropout, l2, seed)
+    head.set_weights([w.numpy() for w in graph.weights])
     return TrialResult(score=metrics[metric], metrics=metrics, history=history, head=head, val_proba=proba,
                        seconds=time.perf_counter() - start, status=status)
