@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, average_precision_score, confusion_matrix,  # noqa: E402
                              precision_recall_curve, roc_auc_score, roc_curve)
 
-from .config import PipelineError  # noqa: E402
+from .config import LIME_SAMPLES, PipelineError  # noqa: E402
 from .data import CLASSES  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def _predict_files(model, paths: list[str]) -> tuple[np.ndarray, list[int]]:
 
 
 def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed: int = 0,
-                   dataset_name: str = "test", lime_images: int = 0, lime_samples: int | None = None) -> Evaluation:
+                   dataset_name: str = "test", lime_images: int = 0, lime_samples: int = LIME_SAMPLES) -> Evaluation:
     """Inside the active run: predict every file with the pyfunc's own preprocessing and threshold, log the
     manifest as the run's `test` input, metrics (through mlflow.models.evaluate), ROC, PR, confusion matrix
     and a Grad-CAM grid. `model` is a serving.PneumoniaModel (serving.load)."""
@@ -257,20 +257,20 @@ def log_gradcam_grid(model, grays: np.ndarray, labels: np.ndarray, proba: np.nda
 
 
 def log_lime_grid(model, grays: np.ndarray, labels: np.ndarray, proba: np.ndarray, threshold: float,
-                  count: int, seed: int = 0, samples: int | None = None) -> None:
+                  count: int, seed: int = 0, samples: int = LIME_SAMPLES) -> None:
     """LIME on the images the Grad-CAM grid shows (misclassified first), and how far the two agree:
     the nan-mean agreement becomes the run's metric `lime_gradcam_agreement`, so runs sort by it."""
     import mlflow
 
     from . import tracking
-    from .explain import DEFAULT_SAMPLES, explain_test_images, misclassified_first
+    from .explain import explain_test_images, misclassified_first
 
     idx = misclassified_first(pick_gradcam_cases(labels, proba, threshold, count, seed), labels, proba, threshold)
     if not len(idx):
         return
-    print(f"LIME on {len(idx)} test images ({samples or DEFAULT_SAMPLES} samples each)", flush=True)
+    print(f"LIME on {len(idx)} test images ({samples} samples each)", flush=True)
     fig, agreements = explain_test_images(model.model, model.gradcam_layer, grays, labels, proba, threshold, idx,
-                                          samples=samples or DEFAULT_SAMPLES, seed=seed)
+                                          samples=samples, seed=seed)
     tracking.log_figure(fig, "evaluation/lime_test.png")
     if np.isfinite(agreements).any():
         mlflow.log_metric("lime_gradcam_agreement", float(np.nanmean(agreements)))

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .config import LIME_SAMPLES
 from .data import IMAGE_SUFFIXES
 from .preprocess import ImageError, to_gray_uint8, to_model_input
 
@@ -91,11 +92,11 @@ def _write_verdict(image: np.ndarray, probability: float, label: str) -> np.ndar
 
 
 def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[Prediction],
-                   targets: list[Path], explain: str = "gradcam", lime_samples: int | None = None,
+                   targets: list[Path], explain: str = "gradcam", lime_samples: int = LIME_SAMPLES,
                    seed: int = 42) -> None:
     """Explanations of a chunk of films at each film's resolution: Grad-CAM, LIME or both, and with LIME
     the agreement of the two (Grad-CAM is computed either way, since the agreement needs it)."""
-    from .explain import DEFAULT_SAMPLES, agreement, explain_lime, lime_overlay
+    from .explain import agreement, explain_lime, lime_overlay
     from .gradcam import gradcam
 
     cams = gradcam(model.model, to_model_input(grays), model.gradcam_layer)
@@ -104,7 +105,7 @@ def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[
             cv2.imwrite(str(target), film_overlay(raw, cam, row.probability, row.label))
             row.overlay = str(target)
         if explain in ("lime", "both"):
-            lime = explain_lime(model.model, gray, samples=lime_samples or DEFAULT_SAMPLES, seed=seed)
+            lime = explain_lime(model.model, gray, samples=lime_samples, seed=seed)
             row.agreement = agreement(cam, lime.mask)
             lime_target = target.with_name(target.name.replace("_gradcam.png", "_lime.png"))
             image = np.ascontiguousarray(lime_overlay(to_gray_uint8(raw), lime.mask)[:, :, ::-1])
@@ -113,7 +114,7 @@ def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[
 
 
 def predict_images(model_uri: str, inputs: list[str], output_dir: Path, explain: str = "gradcam",
-                   lime_samples: int | None = None) -> PredictionRun:
+                   lime_samples: int = LIME_SAMPLES) -> PredictionRun:
     """One row per image (unreadable ones get an error and the others still run), all from one version."""
     from .registry import resolve, version_uri
     from .serving import load, read_path
