@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 from pipeline import tracking  # noqa: E402
 from pipeline.config import ModelConfig, SearchConfig  # noqa: E402
 from pipeline.data import load_dataset  # noqa: E402
-from pipeline.features import CALIBRATION_IMAGES, build_features  # noqa: E402
-from pipeline.model import build_backbone, calibrate_batchnorm, feature_extractor  # noqa: E402
+from pipeline.features import build_features, calibrate_on_train  # noqa: E402
+from pipeline.model import build_backbone, feature_extractor  # noqa: E402
 from pipeline.preprocess import to_model_input  # noqa: E402
 from pipeline.search import run_search  # noqa: E402
 from pipeline.space import load_space  # noqa: E402
@@ -41,7 +41,7 @@ def one_pass(a, images: np.ndarray, xla: bool = False) -> float:
     way build_features batches them; a compiled pass counts its compile time."""
     keras.backend.clear_session()
     base = build_backbone(ModelConfig(a.backbone, "none", a.image_size), seed=a.seed)
-    calibrate_batchnorm(base, to_model_input(images[:CALIBRATION_IMAGES]))
+    calibrate_on_train(base, images, a.seed)  # as build_features does
     model = feature_extractor(base)
     if xla:
         model.compile(jit_compile=True)

@@ -64,6 +64,13 @@ def pick_cam_images(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.array(picks, dtype=np.int64)
 
 
+def calibrate_on_train(base: keras.Model, x_train: np.ndarray, seed: int) -> None:
+    """BatchNorm statistics of a random start from a seeded sample of the training images: the same
+    sample when the search builds its cache and when retrain-best rebuilds that backbone."""
+    pick = np.random.default_rng(seed).permutation(len(x_train))[:CALIBRATION_IMAGES]
+    calibrate_batchnorm(base, to_model_input(x_train[np.sort(pick)]))
+
+
 def _run(model: keras.Model, images: np.ndarray, batch_size: int, desc: str, progress: bool,
          augment: AugmentConfig | None = None, seed: int = 0) -> np.ndarray:
     if not len(images):  # e.g. --gradcam-images 0
@@ -109,8 +116,7 @@ def _build_entry(directory: Path, dataset: Dataset, model_cfg: ModelConfig, augm
     try:
         base = build_backbone(model_cfg, seed=seed)
         if model_cfg.weights == "none":
-            sample = np.random.default_rng(seed).permutation(len(x_train))[:CALIBRATION_IMAGES]
-            calibrate_batchnorm(base, to_model_input(x_train[np.sort(sample)]))
+            calibrate_on_train(base, x_train, seed)
         base.save_weights(tmp / BACKBONE_WEIGHTS)
         extractor = feature_extractor(base)
         name = f"{model_cfg.backbone}@{model_cfg.image_size}px"

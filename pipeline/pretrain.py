@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -97,9 +96,7 @@ def run_pretrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentC
     tracking.setup(PRETRAIN_EXPERIMENT)
     run_tags = {tracking.RUN_TYPE: "pretrain", "data_fingerprint": dataset.fingerprint, **(tags or {})}
     with mlflow.start_run(run_name=f"pretrain-{model_cfg.backbone}-{model_cfg.image_size}", tags=run_tags) as run:
-        mlflow.log_params({**flat_params(cfg, augment_cfg, preprocess_cfg), **{k: str(v) for k, v in
-                                                                                asdict(model_cfg).items()},
-                           "seed": seed})
+        mlflow.log_params({**flat_params(cfg, augment_cfg, preprocess_cfg, model_cfg), "seed": seed})
         path, best_auc = pretrain(dataset, model_cfg, augment_cfg, cfg, output, seed)
         mlflow.log_metric("best_val_auc", best_auc)
         mlflow.log_artifact(str(path), WEIGHTS_ARTIFACT)

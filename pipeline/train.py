@@ -13,9 +13,8 @@ from . import tracking
 from .augment import image_dataset
 from .config import AugmentConfig, ModelConfig, PipelineError, PreprocessConfig, RetrainConfig
 from .data import Dataset, class_weights
-from .features import BACKBONE_WEIGHTS, CALIBRATION_IMAGES
-from .model import (build_backbone, build_classifier, build_head, calibrate_batchnorm, compile_model,
-                    unfreeze_top)
+from .features import BACKBONE_WEIGHTS, calibrate_on_train
+from .model import build_backbone, build_classifier, build_head, compile_model, unfreeze_top
 from .preprocess import to_model_input
 from .serving import KERAS_ARTIFACT
 
@@ -81,8 +80,7 @@ def searched_backbone(model_cfg: ModelConfig, features_dir: Path, train_images: 
     if saved.exists():
         base.load_weights(saved)
     elif model_cfg.weights == "none":
-        pick = np.random.default_rng(seed).permutation(len(train_images))[:CALIBRATION_IMAGES]
-        calibrate_batchnorm(base, to_model_input(train_images[np.sort(pick)]))
+        calibrate_on_train(base, train_images, seed)
     return base
 
 
