@@ -17,7 +17,6 @@ import common
 import numpy as np
 
 from pipeline.config import DataConfig
-from pipeline.data import assign_splits, scan
 from pipeline.evaluate import binary_metrics, choose_threshold
 from pipeline.serving import load, read_path
 from sklearn.metrics import roc_auc_score
@@ -43,8 +42,7 @@ def main() -> None:
                    help="pneumonia share expected where the model is used (0.625: the official test split's)")
     a = p.parse_args()
     common.header("threshold rules x test-time augmentation, chosen on val, reported on test", a)
-    manifest = assign_splits(scan(DataConfig(data_dir=a.data_dir, seed=a.seed).data_dir)[0],
-                             DataConfig(data_dir=a.data_dir, seed=a.seed))
+    manifest = common.subset(DataConfig(data_dir=a.data_dir, seed=a.seed), splits=("val", "test"))
     model = load(a.model)
     splits = {s: manifest[manifest["split"] == s] for s in ("val", "test")}
     rows, candidates = [], []
