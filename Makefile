@@ -126,5 +126,5 @@ demo: $(VENV)/.installed ## every step on a generated SYNTHETIC data set (minute
 bench: $(VENV)/.installed ## speed benchmarks on DATA_DIR (see benchmarks/)
 	$(PY) benchmarks/run_all.py --data-dir $(DATA_DIR)
 
-clean: ## remove caches (keeps mlruns/ and data/)
+clean: ## remove caches (keeps mlruns/, data/ and pretrained/)
 	rm -rf .cache .pytest_cache outputs

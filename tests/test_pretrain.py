@@ -51,6 +51,19 @@ def test_pretrained_file_is_the_backbone_a_search_then_uses(synthetic_dir, tmp_p
     assert parent.data.params["weights"] == str(weights)
 
 
+def test_pretrained_files_live_where_make_clean_does_not_reach():
+    """README: the default file sits outside .cache/, so `make clean` (an hour of training) keeps it."""
+    import re
+
+    from pipeline.pretrain import default_output
+
+    target = default_output(ModelConfig("mobilenetv2", "none", 96), "d2f3d7ff6b72956c")
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    recipe = re.search(r"^clean:.*\n\t(.*)$", makefile, flags=re.M).group(1)
+    assert target == Path("pretrained/mobilenetv2-96px-d2f3d7ff6b72956c.weights.h5")
+    assert recipe.startswith("rm -rf ") and target.parts[0] not in recipe.split()[2:]
+
+
 @pytest.mark.parametrize("output, message", [
     ("x.h5", "error: --output x.h5: Keras saves backbone weights only to a name ending in .weights.h5; pass e.g. "
              "pretrained/mobilenetv2.weights.h5"),
