@@ -55,18 +55,22 @@ SEARCH_FLAGS = $(DATA_FLAGS) --engine $(ENGINE) --trials $(TRIALS) --epochs $(EP
                $(call optional,--study-name,$(STUDY_NAME)) $(call optional,--storage,$(STORAGE)) \
                --workers $(WORKERS) --heartbeat $(HEARTBEAT) $(AUGMENT)
 
-.PHONY: help venv test test-all data data-check pretrain search ui retrain-best promote rollback predict serve evaluate demo bench clean postgres postgres-stop server
+.PHONY: help venv test test-fast test-all data data-check pretrain search ui retrain-best promote rollback predict serve evaluate demo bench clean postgres postgres-stop server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.installed ## create .venv with the pinned requirements
+venv: $(VENV)/.installed ## create .venv with the pinned requirements and this package (editable; console script: pneumonia)
+
+test-fast: $(VENV)/.installed ## unit tests only: no training, no servers (under 2 minutes)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test: $(VENV)/.installed ## run the test suite (integration tests use ../shared/data/chest_xray when present)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -85,13 +89,13 @@ pretrain: $(VENV)/.installed ## offline path: train BACKBONE from scratch on tra
 	$(PY) -m pipeline pretrain $(DATA_FLAGS) --backbone $(BACKBONE) --epochs $(PRETRAIN_EPOCHS) $(AUGMENT)
 
 postgres: $(VENV)/.installed ## local PostgreSQL in PG_DIR on 127.0.0.1:PG_PORT (apt-get installs it if missing); prints STORAGE
-	$(PY) -m pipeline.servers postgres --dir $(PG_DIR) --port $(PG_PORT)
+	$(PY) -m pipeline.infra.servers postgres --dir $(PG_DIR) --port $(PG_PORT)
 
 postgres-stop: $(VENV)/.installed ## stop the PostgreSQL of make postgres
-	$(PY) -m pipeline.servers postgres --dir $(PG_DIR) --stop
+	$(PY) -m pipeline.infra.servers postgres --dir $(PG_DIR) --stop
 
 server: $(VENV)/.installed ## mlflow server on 127.0.0.1:SERVER_PORT (BACKEND_STORE, ARTIFACTS) for workers on several machines
-	$(PY) -m pipeline.servers mlflow --backend-store $(BACKEND_STORE) --artifacts $(ARTIFACTS) --port $(SERVER_PORT)
+	$(PY) -m pipeline.infra.servers mlflow --backend-store $(BACKEND_STORE) --artifacts $(ARTIFACTS) --port $(SERVER_PORT)
 
 ui: $(VENV)/.installed ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} --host 127.0.0.1 --port $(UI_PORT)
@@ -121,7 +125,7 @@ serve: $(VENV)/.installed ## REST server for the champion on http://127.0.0.1:$(
 		$(VENV)/bin/mlflow models serve -m models:/$(MODEL_NAME)@champion --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 demo: $(VENV)/.installed ## every step on a generated SYNTHETIC data set (minutes on 2 CPU cores)
-	$(PY) -m pipeline demo
+	$(PY) -m pipeline.demo
 
 bench: $(VENV)/.installed ## speed benchmarks on DATA_DIR (see benchmarks/)
 	$(PY) benchmarks/run_all.py --data-dir $(DATA_DIR)

@@ -11,15 +11,14 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from common import configs, parser, table  # noqa: I001  (common puts the repo on sys.path)
-
 import numpy as np
 import optuna
+from common import configs, parser, table
 
-from pipeline.data import load_dataset
-from pipeline.features import build_features
-from pipeline.objective import objective
-from pipeline.space import load_space
+from pipeline.data.dataset import load_dataset
+from pipeline.modeling.features import build_features
+from pipeline.search.objective import objective
+from pipeline.search.space import load_space
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import atexit
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -17,7 +16,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the figures
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -25,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # retracing notices: expected when every trial builds a new model
 
 from pipeline.config import AugmentConfig, DataConfig, ModelConfig, PreprocessConfig  # noqa: E402
-from pipeline.data import assign_splits, limit_per_class, scan  # noqa: E402
+from pipeline.data.dataset import assign_splits, limit_per_class, scan  # noqa: E402
 
 
 def parser(description: str, per_class: int | None = 100) -> argparse.ArgumentParser:
@@ -123,7 +121,7 @@ def seeds_generator(augment_cfg: AugmentConfig | None, preprocess_cfg: Preproces
     """
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    from pipeline.preprocess import preprocess_array, to_model_input
+    from pipeline.data.preprocess import preprocess_array, to_model_input
 
     def clahe(x):  # the generator hands over float RGB 0..255; the pipeline's own CLAHE + resize
         return to_model_input(preprocess_array(x.astype("uint8"), preprocess_cfg))
@@ -145,7 +143,7 @@ SEEDS_GENERATOR_NAME = "keras.src.legacy.preprocessing.image.ImageDataGenerator 
 def seeds_flow(manifest: pd.DataFrame, augment_cfg: AugmentConfig | None, preprocess_cfg: PreprocessConfig,
                batch_size: int, shuffle: bool, seed: int):
     """flow_from_dataframe: like flow_from_directory, it decodes every JPEG (PIL) on every pass."""
-    from pipeline.data import CLASSES
+    from pipeline.data.dataset import CLASSES
 
     size = preprocess_cfg.image_size
     return seeds_generator(augment_cfg, preprocess_cfg).flow_from_dataframe(
@@ -162,7 +160,7 @@ def sample_params(space_path: str | Path, count: int, seed: int) -> list[dict]:
     """`count` head settings drawn at random (seeded) from a search-space YAML: the same list for both sides."""
     import optuna
 
-    from pipeline.space import load_space
+    from pipeline.search.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(space_path)
@@ -178,9 +176,9 @@ def clock_calibration(store: dict) -> None:
     """Record build_features' BatchNorm calibration time in store["calibration"].
 
     Only weights=none calibrates (one training-mode pass over 128 images); ImageNet weights skip it,
-    so the scripts report it apart. Wraps the name pipeline.features calls; the pipeline is unchanged.
+    so the scripts report it apart. Wraps the name pipeline.modeling.features calls; the pipeline is unchanged.
     """
-    import pipeline.features as features
+    import pipeline.modeling.features as features
 
     original = features.calibrate_batchnorm
 
@@ -198,8 +196,8 @@ def warm_up(a) -> float:
     import numpy as np
 
     from pipeline.config import ModelConfig
-    from pipeline.features import CALIBRATION_IMAGES
-    from pipeline.model import build_backbone, calibrate_batchnorm
+    from pipeline.modeling.backbones import build_backbone, calibrate_batchnorm
+    from pipeline.modeling.features import CALIBRATION_IMAGES
 
     start = time.perf_counter()
     base = build_backbone(ModelConfig(a.backbone, "none", a.image_size), seed=a.seed)

@@ -1,4 +1,4 @@
-"""Seconds per film of LIME (pipeline.explain) next to Grad-CAM's, on real test films, with their agreement.
+"""Seconds per film of LIME (pipeline.explain.lime) next to Grad-CAM's, on real test films, with their agreement.
 
 The classifier is a seeded random start (weights=none, BatchNorm calibrated on real train films, an
 untrained head): ImageNet weights cannot be downloaded here. Its explanations mean nothing medically;
@@ -12,10 +12,16 @@ import common
 import numpy as np
 
 from pipeline.config import ModelConfig, PreprocessConfig
-from pipeline.explain import DEFAULT_SAMPLES, agreement, explain_lime, iou
-from pipeline.gradcam import gradcam
-from pipeline.model import build_backbone, build_classifier, build_head, calibrate_batchnorm, conv_layer_name
-from pipeline.preprocess import preprocess_file, to_model_input
+from pipeline.data.preprocess import preprocess_file, to_model_input
+from pipeline.explain.gradcam import gradcam
+from pipeline.explain.lime import DEFAULT_SAMPLES, agreement, explain_lime, iou
+from pipeline.modeling.backbones import (
+    build_backbone,
+    build_classifier,
+    build_head,
+    calibrate_batchnorm,
+    conv_layer_name,
+)
 
 TARGET_SECONDS = 30.0  # one film, default settings, 2 CPU cores (the issue's budget)
 
@@ -24,7 +30,7 @@ def films(data_dir: str, split: str, count: int, seed: int) -> list[str]:
     """`count` films of the `split/` folder, half of each class, picked with a seeded generator."""
     from pathlib import Path
 
-    from pipeline.data import CLASSES
+    from pipeline.data.dataset import CLASSES
 
     rng = np.random.default_rng(seed)
     picks = []

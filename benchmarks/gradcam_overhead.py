@@ -15,12 +15,12 @@ import keras
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pipeline.data import load_dataset
-from pipeline.features import build_features
-from pipeline.gradcam import gradcam, gradcam_on_features, grid_figure
-from pipeline.model import build_backbone, build_classifier, conv_layer_name
-from pipeline.objective import objective
-from pipeline.preprocess import to_model_input
+from pipeline.data.dataset import load_dataset
+from pipeline.data.preprocess import to_model_input
+from pipeline.explain.gradcam import gradcam, gradcam_on_features, grid_figure
+from pipeline.modeling.backbones import build_backbone, build_classifier, conv_layer_name
+from pipeline.modeling.features import build_features
+from pipeline.search.objective import objective
 
 TARGET_PERCENT = 10.0
 
@@ -50,7 +50,7 @@ def naive_cam(flat, f, path: Path) -> np.ndarray:
 
 
 def explained_layer(flat) -> str:
-    """The layer tf-keras-vis really explains for pipeline.gradcam.gradcam (it seeks a Conv layer by default)."""
+    """The layer tf-keras-vis really explains for pipeline.explain.gradcam.gradcam (it seeks a Conv layer by default)."""
     from tf_keras_vis.utils import find_layer
     from tf_keras_vis.utils.model_modifiers import Conv
 
@@ -105,7 +105,7 @@ def main() -> None:
     picked = explained_layer(flat)
     same = picked == conv_layer_name(flat)
     print(f"maps: the cached Grad-CAM explains '{conv_layer_name(flat)}' (the backbone output the head pools); "
-          f"pipeline.gradcam.gradcam lets tf-keras-vis seek the nearest Conv layer from there: '{picked}'"
+          f"pipeline.explain.gradcam.gradcam lets tf-keras-vis seek the nearest Conv layer from there: '{picked}'"
           + (", the same layer; the maps differ only in upsampling" if same else
              f": a different layer, hence mean |map diff| {np.mean([r['mean |map diff|'] for r in rows]):.3f}"))
 

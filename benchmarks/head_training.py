@@ -1,5 +1,5 @@
 """Head training on cached features: keras.Model.fit per trial (a new model, new traced functions each
-time) against pipeline/headfit.py (one compiled graph per head width, reused), same trials, one run.
+time) against pipeline/modeling/headfit.py (one compiled graph per head width, reused), same trials, one run.
 
 Both sides train the same heads (params drawn with a seeded sampler from the search space, same
 seeds, epochs, batch size, class weights, early stopping on val AUC with best-weight restore) on
@@ -14,10 +14,11 @@ import common
 import keras
 import numpy as np
 
-from pipeline.data import class_weights, load_dataset
-from pipeline.features import build_features
-from pipeline.model import build_head, compile_model
-from pipeline.objective import classification_metrics, head_proba, objective
+from pipeline.data.dataset import class_weights, load_dataset
+from pipeline.evaluate.metrics import classification_metrics
+from pipeline.modeling.backbones import build_head, compile_model
+from pipeline.modeling.features import build_features
+from pipeline.search.objective import head_proba, objective
 
 
 def keras_fit_trial(params: dict, features, epochs: int, batch_size: int, patience: int, seed: int) -> tuple[float, float]:

@@ -2,8 +2,8 @@
 
   seeds:        ImageDataGenerator.flow_from_dataframe: every epoch decodes (PIL) each JPEG again, applies
                 CLAHE + resize and a random scipy affine transform, one image at a time;
-  project cold: pipeline.preprocess.load_images into an empty cache (decode + CLAHE + resize once, threaded),
-                then pipeline.augment.image_dataset with augmentation, iterated once per epoch;
+  project cold: pipeline.data.preprocess.load_images into an empty cache (decode + CLAHE + resize once, threaded),
+                then pipeline.data.augment.image_dataset with augmentation, iterated once per epoch;
   project warm: the same, with load_images reading the cache the cold run wrote.
 Every side delivers the same batches: (batch, size, size, 3) float32 pixels of the same images, augmented.
 """
@@ -13,8 +13,8 @@ import time
 
 import common  # noqa: F401  (sets up paths and quiets TensorFlow first)
 
-from pipeline.augment import image_dataset
-from pipeline.preprocess import load_images
+from pipeline.data.augment import image_dataset
+from pipeline.data.preprocess import load_images
 
 
 def seeds_epochs(manifest, aug_cfg, pre_cfg, batch_size: int, epochs: int, seed: int) -> float:

@@ -11,9 +11,9 @@ import time
 import common  # noqa: F401  (sets up paths and quiets TensorFlow first)
 import keras
 
-from pipeline.data import load_dataset
-from pipeline.features import build_features
-from pipeline.objective import objective
+from pipeline.data.dataset import load_dataset
+from pipeline.modeling.features import build_features
+from pipeline.search.objective import objective
 
 CALIBRATION: dict = {}  # filled by common.clock_calibration, emptied after each size
 

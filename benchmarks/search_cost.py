@@ -17,10 +17,11 @@ import keras
 import numpy as np
 
 from pipeline.config import SearchConfig
-from pipeline.data import class_weights, load_dataset
-from pipeline.features import build_features
-from pipeline.model import build_backbone, build_classifier, build_head, compile_model
-from pipeline.objective import LOWER_IS_BETTER, classification_metrics, objective
+from pipeline.data.dataset import class_weights, load_dataset
+from pipeline.evaluate.metrics import LOWER_IS_BETTER, classification_metrics
+from pipeline.modeling.backbones import build_backbone, build_classifier, build_head, compile_model
+from pipeline.modeling.features import build_features
+from pipeline.search.objective import objective
 
 TARGET = 30.0
 

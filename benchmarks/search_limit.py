@@ -24,14 +24,14 @@ import keras  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline import tracking  # noqa: E402
 from pipeline.config import ModelConfig, SearchConfig  # noqa: E402
-from pipeline.data import load_dataset  # noqa: E402
-from pipeline.features import build_features, calibrate_on_train  # noqa: E402
-from pipeline.model import build_backbone, feature_extractor  # noqa: E402
-from pipeline.preprocess import to_model_input  # noqa: E402
-from pipeline.search import run_search  # noqa: E402
-from pipeline.space import load_space  # noqa: E402
+from pipeline.data.dataset import load_dataset  # noqa: E402
+from pipeline.data.preprocess import to_model_input  # noqa: E402
+from pipeline.infra import tracking  # noqa: E402
+from pipeline.modeling.backbones import build_backbone, feature_extractor  # noqa: E402
+from pipeline.modeling.features import build_features, calibrate_on_train  # noqa: E402
+from pipeline.search.engines import run_search  # noqa: E402
+from pipeline.search.space import load_space  # noqa: E402
 
 TARGET = 1.5
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import common
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from pipeline.config import DataConfig
-from pipeline.evaluate import binary_metrics, choose_threshold
-from pipeline.serving import load, read_path
-from sklearn.metrics import roc_auc_score
+from pipeline.evaluate.metrics import binary_metrics, choose_threshold
+from pipeline.serving.pyfunc import load, read_path
 
 
 def prevalence_threshold(prevalence: float, trained_at: float = 0.5) -> float:

@@ -11,10 +11,10 @@ import common
 import keras
 import numpy as np
 
-from pipeline.augment import image_dataset
 from pipeline.config import AugmentConfig, ModelConfig
-from pipeline.model import build_backbone, build_classifier, build_head, compile_model, unfreeze_top
-from pipeline.train import make_deterministic
+from pipeline.data.augment import image_dataset
+from pipeline.modeling.backbones import build_backbone, build_classifier, build_head, compile_model, unfreeze_top
+from pipeline.train.finetune import make_deterministic
 
 
 def images_per_second(backbone: str, size: int, batches: int, batch_size: int, seed: int) -> float:

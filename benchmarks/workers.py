@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from pipeline import servers, tracking  # noqa: E402
+from pipeline.infra import servers, tracking  # noqa: E402
 
 ENV = {"PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -65,7 +64,7 @@ def optuna_overhead(url: str, trials: int, epochs: int) -> float:
     """ms per trial of storage traffic alone, as the search's Optuna loop makes it."""
     import optuna
 
-    from pipeline.search import _counts, _per_trial_sampler
+    from pipeline.search.optuna_study import _counts, _per_trial_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = tracking.optuna_storage(url, heartbeat=10)

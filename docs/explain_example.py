@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from pipeline.config import ModelConfig, PreprocessConfig  # noqa: E402
-from pipeline.data import CLASSES  # noqa: E402
-from pipeline.explain import agreement, explain_lime, side_by_side_figure  # noqa: E402
-from pipeline.gradcam import gradcam  # noqa: E402
-from pipeline.model import (build_backbone, build_classifier, build_head, calibrate_batchnorm, compile_model,  # noqa: E402
-                            conv_layer_name, feature_extractor)
-from pipeline.preprocess import preprocess_file, read_image, to_gray_uint8, to_model_input  # noqa: E402
+from pipeline.data.dataset import CLASSES  # noqa: E402
+from pipeline.data.preprocess import preprocess_file, read_image, to_gray_uint8, to_model_input  # noqa: E402
+from pipeline.explain.gradcam import gradcam  # noqa: E402
+from pipeline.explain.lime import agreement, explain_lime, side_by_side_figure  # noqa: E402
+from pipeline.modeling.backbones import (  # noqa: E402
+    build_backbone,
+    build_classifier,
+    build_head,
+    calibrate_batchnorm,
+    compile_model,
+    conv_layer_name,
+    feature_extractor,
+)
 
 
 def pick(folder: Path, count: int, rng: np.random.Generator) -> list[Path]:

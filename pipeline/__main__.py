@@ -1,20 +1,27 @@
-"""`python -m pipeline`: run the CLI with temporary files kept under the project's .cache/."""
+"""`python -m pipeline` and the `pneumonia` console script: the CLI with temporary files kept under .cache/."""
 import os
 import sys
 
-from . import PROJECT_CACHE
+from pipeline import PROJECT_CACHE
 
-# Set before anything asks tempfile for its folder (it remembers the first answer): MLflow, Keras
-# Tuner and TensorFlow temporaries then stay in the project, and `make clean` removes leftovers.
-try:
-    if "TMPDIR" not in os.environ:
-        os.makedirs(os.path.join(PROJECT_CACHE, "tmp"), exist_ok=True)
-        os.environ["TMPDIR"] = os.path.join(PROJECT_CACHE, "tmp")
 
-    from .cli import main
+def run(entry=None) -> int:
+    """The CLI's `main` (or another entry point's, e.g. the demo's) with the project's temp folder and Ctrl-C line."""
+    # Set before anything asks tempfile for its folder (it remembers the first answer): MLflow, Keras
+    # Tuner and TensorFlow temporaries then stay in the project, and `make clean` removes leftovers.
+    try:
+        if "TMPDIR" not in os.environ:
+            os.makedirs(os.path.join(PROJECT_CACHE, "tmp"), exist_ok=True)
+            os.environ["TMPDIR"] = os.path.join(PROJECT_CACHE, "tmp")
 
-    code = main()
-except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up, imports): one line, no traceback
-    print("interrupted: stopped before anything was saved; run the same command again", file=sys.stderr)
-    code = 130
-sys.exit(code)
+        if entry is None:
+            from pipeline.cli import main as entry
+
+        return entry()
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up, imports): one line, no traceback
+        print("interrupted: stopped before anything was saved; run the same command again", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(run())

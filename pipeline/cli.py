@@ -4,12 +4,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-from .config import (LIME_SAMPLES, AugmentConfig, ConfigError, DataConfig, Interrupted, PipelineError, ModelConfig, PreprocessConfig, PretrainConfig, PromoteConfig,
-                     RetrainConfig, SearchConfig, check_folder, check_model_uri)
+from pipeline.config import (
+    LIME_SAMPLES,
+    AugmentConfig,
+    ConfigError,
+    DataConfig,
+    Interrupted,
+    ModelConfig,
+    PipelineError,
+    PreprocessConfig,
+    PretrainConfig,
+    PromoteConfig,
+    RetrainConfig,
+    SearchConfig,
+    check_folder,
+    check_model_uri,
+)
 
 DEFAULT_DATA_DIR = "data/chest_xray"
 
@@ -64,7 +77,7 @@ def _require_data_dir(path: Path) -> None:
 
 
 def cmd_data_check(a) -> int:
-    from .data import load_dataset, shared_patient_ids
+    from pipeline.data.dataset import load_dataset, shared_patient_ids
 
     data_cfg, pre_cfg = _data_configs(a)
     _require_data_dir(data_cfg.data_dir)
@@ -87,8 +100,8 @@ def cmd_data_check(a) -> int:
 
 
 def cmd_search(a) -> int:
-    from .space import load_space
-    from .workers import install_stop_handlers, run_workers
+    from pipeline.search.space import load_space
+    from pipeline.search.workers import install_stop_handlers, run_workers
 
     data_cfg, pre_cfg = _data_configs(a)
     model_cfg = ModelConfig(a.backbone, a.weights, a.image_size)
@@ -102,9 +115,9 @@ def cmd_search(a) -> int:
     install_stop_handlers()
     if a.workers != 1:
         return run_workers(a, build_parser())  # a supervisor: it loads no data and no TensorFlow
-    from .data import load_dataset
-    from .features import build_features
-    from .search import run_search
+    from pipeline.data.dataset import load_dataset
+    from pipeline.modeling.features import build_features
+    from pipeline.search.engines import run_search
 
     dataset = load_dataset(data_cfg, pre_cfg)
     print(f"data {dataset.fingerprint}: " + ", ".join(f"{s} {sum(c.values())}" for s, c in dataset.counts().items())
@@ -117,11 +130,11 @@ def cmd_search(a) -> int:
 
 
 def cmd_retrain_best(a) -> int:
-    from . import tracking
-    from .config import from_params
-    from .data import load_dataset
-    from .retrain import retrain_best
-    from .train import find_search
+    from pipeline.config import from_params
+    from pipeline.data.dataset import load_dataset
+    from pipeline.infra import tracking
+    from pipeline.train.finetune import find_search
+    from pipeline.train.retrain import retrain_best
 
     cfg = RetrainConfig(epochs=a.epochs, fine_tune_epochs=a.fine_tune_epochs, fine_tune_layers=a.fine_tune_layers,
                         fine_tune_lr_factor=a.fine_tune_lr_factor, fine_tune_lr=a.fine_tune_lr, batch_size=a.batch_size, patience=a.patience,
@@ -151,8 +164,8 @@ def cmd_retrain_best(a) -> int:
 
 
 def cmd_pretrain(a) -> int:
-    from .data import load_dataset
-    from .pretrain import default_output, run_pretrain
+    from pipeline.data.dataset import load_dataset
+    from pipeline.train.pretrain import default_output, run_pretrain
 
     cfg = PretrainConfig(epochs=a.epochs, learning_rate=a.learning_rate, warmup_epochs=a.warmup_epochs,
                          weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, batch_size=a.batch_size,
@@ -177,9 +190,9 @@ def cmd_pretrain(a) -> int:
 
 def cmd_promote(a) -> int:
     """Exit 0: promoted (or rolled back); registry.KEPT_EXIT_CODE (3): the champion stays."""
-    from . import tracking
-    from .evaluate import EVALUATE_EXPERIMENT, evaluate_like
-    from .registry import KEPT_EXIT_CODE, promote, rollback
+    from pipeline.evaluate.step import EVALUATE_EXPERIMENT, evaluate_like
+    from pipeline.infra import tracking
+    from pipeline.registry.promotion import KEPT_EXIT_CODE, promote, rollback
 
     cfg = PromoteConfig(min_auc=a.min_auc, min_sensitivity=a.min_sensitivity, margin=a.margin)
     tracking.connect()
@@ -199,9 +212,10 @@ def cmd_promote(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from . import tracking
-    from .evaluate import evaluate_version, labelled_manifest
-    from .registry import resolve
+    from pipeline.evaluate.step import evaluate_version
+    from pipeline.evaluate.testset import labelled_manifest
+    from pipeline.infra import tracking
+    from pipeline.registry.promotion import resolve
 
     check_model_uri(a.model)  # before MLflow is touched
     tracking.setup(a.experiment)
@@ -220,13 +234,13 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from . import tracking
-    from .predict import predict_images
+    from pipeline.infra import tracking
+    from pipeline.serving.predict import predict_images
 
     check_model_uri(a.model)
     output = check_folder(Path(a.output), "--output")
     tracking.connect()
-    from .explain import check_explain, check_samples
+    from pipeline.explain.lime import check_explain, check_samples
 
     check_explain(a.explain)
     check_samples(a.lime_samples)
@@ -246,22 +260,28 @@ def cmd_predict(a) -> int:
 
 
 def cmd_download(a) -> int:
-    from .download import download
+    from pipeline.data.download import download
 
     download(Path(a.data_dir))
     return 0
 
 
-def cmd_demo(a) -> int:
-    from .demo import run_demo
-
-    return run_demo(trials=a.trials)
+_RUN_TAGS: dict[str, str] = {}  # --tag KEY=VALUE of this invocation, set once by main()
 
 
 def _extra_tags() -> dict:
-    """Tags every run carries (the demo marks its runs as synthetic through this)."""
-    raw = os.environ.get("PIPELINE_RUN_TAGS", "")
-    return dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
+    """Tags every run of this command carries (`--tag`; the demo marks its runs as synthetic with it)."""
+    return dict(_RUN_TAGS)
+
+
+def _parse_tags(items: list[str]) -> dict[str, str]:
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--tag {item!r} is invalid: expected KEY=VALUE, e.g. --tag dataset=SYNTHETIC")
+        tags[key.strip()] = value
+    return tags
 
 
 class _Parser(argparse.ArgumentParser):
@@ -274,6 +294,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                        help="tag every MLflow run this command writes (repeatable; before the command name)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data-check", help="count, validate and fingerprint a dataset",
@@ -378,11 +400,6 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fetch paultimothymooney/chest-xray-pneumonia; fails at once when offline.")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="(default: %(default)s)")
     p.set_defaults(func=cmd_download)
-
-    p = sub.add_parser("demo", help="every step on a generated SYNTHETIC data set (a few minutes)",
-                       description="Search (both engines), retrain-best, promote and predict on SYNTHETIC images.")
-    p.add_argument("--trials", type=int, default=3, help="trials per engine (default: %(default)s)")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -390,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        _RUN_TAGS.clear()
+        _RUN_TAGS.update(_parse_tags(args.tag))
         return args.func(args)
     except Interrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)

@@ -11,7 +11,7 @@ BACKBONES = ("resnet50", "resnet152", "mobilenetv2", "efficientnetb0", "densenet
 ENGINES = ("optuna", "kerastuner")
 METRICS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 THRESHOLD_RULES = ("sensitivity", "youden")
-LIME_SAMPLES = 150  # pipeline/explain.py says why: about 2-30 s per film on 2 cores, by backbone
+LIME_SAMPLES = 150  # pipeline/explain/lime.py says why: about 2-30 s per film on 2 cores, by backbone
 
 
 class PipelineError(Exception):

@@ -1,4 +1,4 @@
-"""Shared fixtures: small SYNTHETIC data sets built by pipeline.synthetic, one fresh copy per test."""
+"""Shared fixtures: small SYNTHETIC data sets built by pipeline.data.synthetic, one fresh copy per test."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataConfig, PreprocessConfig
-from pipeline.synthetic import make_synthetic_dataset
+from pipeline.data.synthetic import make_synthetic_dataset
+from tests.helpers import RETRAIN_ARGV, search_argv
 
 # Small but enough for a 15% patient-grouped val: 8 PNEUMONIA + 16 NORMAL train patients.
 SPEC = SimpleNamespace(train=16, test=6, size=64)  # images per class in train/ and test/, pixels
@@ -81,18 +82,12 @@ def bad_dataset(synthetic_dataset) -> dict[str, Path]:
     return files
 
 
-RETRAIN_ARGV = ["retrain-best", "--experiment", "t-registry", "--epochs", "1", "--fine-tune-epochs", "1",
-                "--fine-tune-layers", "all", "--gradcam-images", "4"]
-
-
 @pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory, synthetic_dir, shared_cache) -> Path:
     """One tiny search + retrain-best for the session (the slow part): a folder whose mlruns/ holds a
     real SQLite registry with version 1 of model 'trained' as challenger. Tests register further
     versions under their own model names, so none depends on another's registry state."""
     from pipeline.cli import main
-
-    from .test_search import search_argv
 
     work = tmp_path_factory.mktemp("registry")
     mp = pytest.MonkeyPatch()
@@ -110,7 +105,7 @@ def trained_registry(tmp_path_factory, synthetic_dir, shared_cache) -> Path:
 @pytest.fixture
 def registry(trained_registry, monkeypatch) -> Path:
     """Run a test inside the session's registry folder (MLflow's local SQLite store there)."""
-    from pipeline import tracking
+    from pipeline.infra import tracking
 
     monkeypatch.chdir(trained_registry)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
