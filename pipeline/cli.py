@@ -279,7 +279,7 @@ def _parse_tags(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--tag {item!r} is invalid: expected KEY=VALUE, e.g. --tag dataset=SYNTHETIC")
+            raise ConfigError(f"--tag {item!r} is invalid: expected NAME=VALUE, e.g. --tag dataset=SYNTHETIC")
         tags[key.strip()] = value
     return tags
 
@@ -294,7 +294,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE",
                         help="tag every MLflow run this command writes (repeatable; before the command name)")
     sub = parser.add_subparsers(dest="command", required=True)
 
