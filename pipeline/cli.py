@@ -109,7 +109,7 @@ def cmd_search(a) -> int:
     cfg = SearchConfig(engine=a.engine, trials=a.trials, epochs=a.epochs, batch_size=a.batch_size, patience=a.patience,
                        metric=a.metric, space=Path(a.space), experiment=a.experiment, storage=a.storage,
                        study_name=a.study_name, augment_views=a.augment_views, gradcam_images=a.gradcam_images,
-                       seed=a.seed, heartbeat=a.heartbeat)
+                       seed=a.seed, heartbeat=a.heartbeat, imbalance=a.imbalance)
     _require_data_dir(data_cfg.data_dir)
     space = load_space(cfg.space)  # fail on a bad space before any image is read
     install_stop_handlers()
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment-views", type=int, default=0, help="augmented copies of train in the feature cache; 0 scored best on the real data (benchmarks/augment_views.py) (default: %(default)s)")
     g.add_argument("--gradcam-images", type=int, default=8, help="validation images in each trial's Grad-CAM grid (default: %(default)s)")
     g.add_argument("--workers", type=int, default=1, help="worker processes on this machine, one study, cores shared out (Optuna) (default: %(default)s)")
+    g.add_argument("--imbalance", default="class-weights", help="class balance of the head's training vectors: "
+                   "class-weights, smote (imbalanced-learn, on cached train features only) or none (default: %(default)s)")
     g.add_argument("--heartbeat", type=int, default=10, help="seconds between a trial's heartbeats; a worker silent for 3 is dead and its trial retried (default: %(default)s)")
     p.set_defaults(func=cmd_search)
 

@@ -11,6 +11,7 @@ BACKBONES = ("resnet50", "resnet152", "mobilenetv2", "efficientnetb0", "densenet
 ENGINES = ("optuna", "kerastuner")
 METRICS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 THRESHOLD_RULES = ("sensitivity", "youden")
+IMBALANCE = ("class-weights", "smote", "none")  # pipeline/modeling/balance.py; benchmarks/imbalance.py chose the default
 LIME_SAMPLES = 150  # pipeline/explain/lime.py says why: about 2-30 s per film on 2 cores, by backbone
 
 
@@ -188,11 +189,13 @@ class SearchConfig:
     gradcam_images: int = 8
     seed: int = 42
     heartbeat: int = 10  # seconds between a trial's Optuna heartbeats; dead after 3 missed
+    imbalance: str = "class-weights"
 
     def __post_init__(self):
         object.__setattr__(self, "space", Path(self.space))
         _check(self.engine in ENGINES, "engine", self.engine, f"one of {', '.join(ENGINES)}")
         _check(self.metric in METRICS, "metric", self.metric, f"one of {', '.join(METRICS)}")
+        _check(self.imbalance in IMBALANCE, "imbalance", self.imbalance, f"one of {', '.join(IMBALANCE)} (--imbalance)")
         for name, low in (("trials", 1), ("epochs", 1), ("batch_size", 1), ("patience", 1),
                           ("augment_views", 0), ("gradcam_images", 0), ("heartbeat", 1)):
             value = getattr(self, name)
