@@ -136,7 +136,8 @@ def render(parser: argparse.ArgumentParser | None = None, makefile: str | None =
             actions = [a for a in group._group_actions if a.dest != "help"]
             if not actions:
                 continue
-            out += ["", f"**{group.title}**", "", "| flag | default | what it does |", "|---|---|---|"]
+            title = "flags" if group.title == "options" else group.title
+            out += ["", f"**{title}**", "", "| flag | default | what it does |", "|---|---|---|"]
             for action in actions:
                 default, text = default_and_help(action)
                 shown = flag_of(action) if action.option_strings else action.dest.upper()
@@ -144,15 +145,27 @@ def render(parser: argparse.ArgumentParser | None = None, makefile: str | None =
     out += ["", "## Make variables", "",
             "Set on the command line, e.g. `make search TRIALS=20 BACKBONE=mobilenetv2`. A variable you do not "
             "set passes nothing, so the command's own default above holds.", "",
-            "| variable | becomes | targets |", "|---|---|---|"]
+            "| variable | becomes (the default when not set) | targets |", "|---|---|---|"]
+    commands = subcommands(parser)
     for var in (v for v in variables if v.flags):
-        becomes = "; ".join(f"`{command} {flag}`" for command, flag in var.flags)
+        becomes = "; ".join(f"`{command} {flag}` ({_cell(_shown_default(commands[command], flag))})"
+                            for command, flag in var.flags)
         out.append(f"| `{var.name}` | {becomes} | {', '.join(var.targets)} |")
     out += ["", "Variables that are no flag of `python -m pipeline` keep their default in the Makefile:", "",
             "| variable | default | what it is |", "|---|---|---|"]
     for var in (v for v in variables if not v.flags):
         out.append(f"| `{var.name}` | {_cell(var.default) or '(empty)'} | {_cell(var.about)} |")
+    out += ["", "## Adding a flag", "",
+            "Add a field to the step's dataclass in `pipeline/config.py` (or the command's in "
+            "`pipeline/command_config.py`) with `setting(default, help)`, and its check to `__post_init__`; "
+            "every command that takes the dataclass gets the flag, with its type, default and help. A command "
+            "that needs another default names it once in `COMMAND_DEFAULTS`. A Make variable for it is one "
+            "`$(call optional,--flag,$(VAR))` in the Makefile. Then `make docs`."]
     return "\n".join(out) + "\n"
+
+
+def _shown_default(sub: argparse.ArgumentParser, flag: str) -> str:
+    return default_and_help(next(a for a in sub._actions if flag in a.option_strings))[0]
 
 
 def default_of(command: str, flag: str) -> str:
