@@ -1,45 +1,35 @@
 # Front door of the pipeline. Every target bootstraps .venv on first use.
 # Override any variable on the command line, e.g. `make search ENGINE=kerastuner TRIALS=20 WEIGHTS=none`.
 
+# Variables that are not flags of `python -m pipeline`: their defaults live here.
+# the Python that makes .venv
 PYTHON        ?= python3
+# the virtual environment every target uses
 VENV          ?= .venv
 PY            := $(VENV)/bin/python
-DATA_DIR      ?= data/chest_xray
-ENGINE        ?= optuna
-TRIALS        ?= 10
-EPOCHS        ?= 10
-BACKBONE      ?= resnet50
-WEIGHTS       ?= imagenet
-IMAGE_SIZE    ?= 224
-MAX_PER_CLASS ?=
-SPACE         ?= search_spaces/default.yaml
-EXPERIMENT    ?= pneumonia-search
-STUDY_NAME    ?=
-STORAGE       ?=
-WORKERS       ?= 1
-HEARTBEAT     ?= 10
+# make postgres: the database folder
 PG_DIR        ?= .pg
+# make postgres: its port on 127.0.0.1
 PG_PORT       ?= 5433
+# make server: the MLflow backend store
 BACKEND_STORE ?= sqlite:///mlruns/mlflow.db
+# make server: the artifact folder
 ARTIFACTS     ?= mlruns/artifacts
+# make server: its port on 127.0.0.1
 SERVER_PORT   ?= 5050
-SEARCH_RUN_ID ?=
-PRETRAIN_EPOCHS ?= 20
-AUGMENT       ?=
-FT_EPOCHS     ?= 10
-FT_LAYERS     ?= 30
-FT_LR_FACTOR  ?= 0.1
-FT_LR         ?=
-PATIENCE      ?= 4
-MODEL_NAME    ?= pneumonia-classifier
-MODEL         ?= models:/$(MODEL_NAME)@champion
-IMAGES        ?=
-OUTPUT        ?= outputs/predictions
-EXPLAIN       ?= gradcam
-LIME_IMAGES   ?= 0
+# make ui: its port on 127.0.0.1
 UI_PORT       ?= 5000
+# make serve: the REST server's port on 127.0.0.1
 SERVE_PORT    ?= 5001
+# make predict: image files, folders or globs (required)
+IMAGES        ?=
+# search, pretrain: extra flags as written, e.g. "--brightness 0.1"
+AUGMENT       ?=
+# test, test-fast: extra pytest arguments
 PYTEST_ARGS   ?=
+# Every other variable (DATA_DIR, TRIALS, BACKBONE, ...) is passed on as its flag only when you set it, so
+# each default lives once, in pipeline/config.py; docs/cli.md (make docs) lists each variable, its flag
+# and that default.
 
 # Private by default, also for `mlflow ui` / `mlflow server` / `mlflow models serve`, which run outside the
 # package: no MLflow usage telemetry unless you set MLFLOW_DISABLE_TELEMETRY to false yourself; Keras and
@@ -49,13 +39,24 @@ export KERAS_HOME ?= $(CURDIR)/.cache/keras
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
 optional = $(if $(strip $(2)),$(1) $(2))
-DATA_FLAGS   = --data-dir $(DATA_DIR) --image-size $(IMAGE_SIZE) $(call optional,--max-per-class,$(MAX_PER_CLASS))
-SEARCH_FLAGS = $(DATA_FLAGS) --engine $(ENGINE) --trials $(TRIALS) --epochs $(EPOCHS) --backbone $(BACKBONE) \
-               --weights $(WEIGHTS) --space $(SPACE) --experiment $(EXPERIMENT) \
-               $(call optional,--study-name,$(STUDY_NAME)) $(call optional,--storage,$(STORAGE)) \
-               --workers $(WORKERS) --heartbeat $(HEARTBEAT) $(AUGMENT)
+DATA_FLAGS   = $(call optional,--data-dir,$(DATA_DIR)) $(call optional,--image-size,$(IMAGE_SIZE)) \
+               $(call optional,--max-per-class,$(MAX_PER_CLASS)) $(call optional,--seed,$(SEED))
+SEARCH_FLAGS = $(DATA_FLAGS) $(call optional,--engine,$(ENGINE)) $(call optional,--trials,$(TRIALS)) \
+               $(call optional,--epochs,$(EPOCHS)) $(call optional,--backbone,$(BACKBONE)) \
+               $(call optional,--weights,$(WEIGHTS)) $(call optional,--space,$(SPACE)) \
+               $(call optional,--experiment,$(EXPERIMENT)) $(call optional,--study-name,$(STUDY_NAME)) \
+               $(call optional,--storage,$(STORAGE)) $(call optional,--workers,$(WORKERS)) \
+               $(call optional,--heartbeat,$(HEARTBEAT)) $(AUGMENT)
+RETRAIN_FLAGS = $(call optional,--experiment,$(EXPERIMENT)) $(call optional,--epochs,$(EPOCHS)) \
+               $(call optional,--fine-tune-epochs,$(FT_EPOCHS)) $(call optional,--fine-tune-layers,$(FT_LAYERS)) \
+               $(call optional,--fine-tune-lr-factor,$(FT_LR_FACTOR)) $(call optional,--fine-tune-lr,$(FT_LR)) \
+               $(call optional,--patience,$(PATIENCE)) $(call optional,--model-name,$(MODEL_NAME)) \
+               $(call optional,--lime-images,$(LIME_IMAGES)) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
+               $(call optional,--data-dir,$(DATA_DIR))
+# MODEL wins; else MODEL_NAME's champion; else the CLI's default model
+MODEL_FLAG   = $(call optional,--model,$(or $(MODEL),$(if $(MODEL_NAME),models:/$(MODEL_NAME)@champion)))
 
-.PHONY: help venv test test-fast test-all data data-check pretrain search ui retrain-best promote rollback predict serve evaluate demo bench clean postgres postgres-stop server
+.PHONY: help venv test test-fast test-all data data-check pretrain search ui retrain-best promote rollback predict serve evaluate demo bench docs clean postgres postgres-stop server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -76,8 +77,8 @@ test: $(VENV)/.installed ## run the test suite (integration tests use ../shared/
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 data: $(VENV)/.installed ## download the Kaggle chest X-ray set into DATA_DIR and check it
-	$(PY) -m pipeline download --data-dir $(DATA_DIR)
-	$(PY) -m pipeline data-check --data-dir $(DATA_DIR)
+	$(PY) -m pipeline download $(call optional,--data-dir,$(DATA_DIR))
+	$(PY) -m pipeline data-check $(call optional,--data-dir,$(DATA_DIR))
 
 data-check: $(VENV)/.installed ## count, validate and fingerprint DATA_DIR
 	$(PY) -m pipeline data-check $(DATA_FLAGS)
@@ -86,7 +87,8 @@ search: $(VENV)/.installed ## hyperparameter search (ENGINE=optuna|kerastuner), 
 	$(PY) -m pipeline search $(SEARCH_FLAGS)
 
 pretrain: $(VENV)/.installed ## offline path: train BACKBONE from scratch on train, save it for WEIGHTS=pretrained/... (an hour+)
-	$(PY) -m pipeline pretrain $(DATA_FLAGS) --backbone $(BACKBONE) --epochs $(PRETRAIN_EPOCHS) $(AUGMENT)
+	$(PY) -m pipeline pretrain $(DATA_FLAGS) $(call optional,--backbone,$(BACKBONE)) \
+		$(call optional,--epochs,$(PRETRAIN_EPOCHS)) $(AUGMENT)
 
 postgres: $(VENV)/.installed ## local PostgreSQL in PG_DIR on 127.0.0.1:PG_PORT (apt-get installs it if missing); prints STORAGE
 	$(PY) -m pipeline.infra.servers postgres --dir $(PG_DIR) --port $(PG_PORT)
@@ -101,34 +103,36 @@ ui: $(VENV)/.installed ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} --host 127.0.0.1 --port $(UI_PORT)
 
 retrain-best: $(VENV)/.installed ## fine-tune the best trial, evaluate on test, register a challenger
-	$(PY) -m pipeline retrain-best --experiment $(EXPERIMENT) --epochs $(EPOCHS) --fine-tune-epochs $(FT_EPOCHS) \
-		--fine-tune-layers $(FT_LAYERS) --fine-tune-lr-factor $(FT_LR_FACTOR) $(call optional,--fine-tune-lr,$(FT_LR)) --patience $(PATIENCE) \
-		--model-name $(MODEL_NAME) --lime-images $(LIME_IMAGES) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
-		$(if $(filter command line environment,$(origin DATA_DIR)),--data-dir $(DATA_DIR))
+	$(PY) -m pipeline retrain-best $(RETRAIN_FLAGS)
 
 promote: $(VENV)/.installed ## make the challenger champion if it passes the criteria (exit 0 promoted, 3 kept)
-	$(PY) -m pipeline promote --model-name $(MODEL_NAME)
+	$(PY) -m pipeline promote $(call optional,--model-name,$(MODEL_NAME))
 
 rollback: $(VENV)/.installed ## champion back to previous-champion
-	$(PY) -m pipeline promote --model-name $(MODEL_NAME) --rollback
+	$(PY) -m pipeline promote $(call optional,--model-name,$(MODEL_NAME)) --rollback
 
 predict: $(VENV)/.installed ## classify IMAGES="a.jpeg dir/ 'glob/*.png'" with MODEL (default: the champion)
 	@test -n "$(IMAGES)" || { echo 'usage: make predict IMAGES="path/a.jpeg folder/ path/*.png" [MODEL=models:/NAME@ALIAS]'; exit 2; }
-	$(PY) -m pipeline predict --model $(MODEL) --output $(OUTPUT) --explain $(EXPLAIN) $(IMAGES)
+	$(PY) -m pipeline predict $(MODEL_FLAG) $(call optional,--output,$(OUTPUT)) $(call optional,--explain,$(EXPLAIN)) \
+		$(IMAGES)
 
 evaluate: $(VENV)/.installed ## evaluate MODEL on DATA_DIR (NORMAL/ + PNEUMONIA/, or a root with test/); tags the version
-	$(PY) -m pipeline evaluate --model $(MODEL) --data-dir $(DATA_DIR)
+	$(PY) -m pipeline evaluate $(MODEL_FLAG) --data-dir $(or $(DATA_DIR),$$($(PY) -m pipeline.cli_docs --default data-check --data-dir))
 
 serve: $(VENV)/.installed ## REST server for the champion on http://127.0.0.1:$(SERVE_PORT)/invocations
 	PATH=$(abspath $(VENV))/bin:$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
 		MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true \
-		$(VENV)/bin/mlflow models serve -m models:/$(MODEL_NAME)@champion --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+		$(VENV)/bin/mlflow models serve -m $(or $(MODEL),models:/$(or $(MODEL_NAME),$$($(PY) -m pipeline.cli_docs --default promote --model-name))@champion) \
+		--env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 demo: $(VENV)/.installed ## every step on a generated SYNTHETIC data set (minutes on 2 CPU cores)
 	$(PY) -m pipeline.demo
 
 bench: $(VENV)/.installed ## speed benchmarks on DATA_DIR (see benchmarks/)
-	$(PY) benchmarks/run_all.py --data-dir $(DATA_DIR)
+	$(PY) benchmarks/run_all.py $(call optional,--data-dir,$(DATA_DIR))
+
+docs: $(VENV)/.installed ## regenerate docs/cli.md (every command, flag, default and Make variable) from the parser
+	$(PY) -m pipeline.cli_docs > docs/cli.md
 
 clean: ## remove caches (keeps mlruns/, data/ and pretrained/)
 	rm -rf .cache .pytest_cache outputs

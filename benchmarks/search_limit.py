@@ -76,7 +76,7 @@ def main() -> None:
               f"({common.ratio(times['pass'], times['pass_xla'])} vs plain)", flush=True)
 
     cfg = SearchConfig(trials=a.trials, epochs=a.epochs, batch_size=a.batch_size, patience=a.patience,
-                       space=a.space, experiment="bench-limit", storage=f"sqlite:///{STORE}/optuna.db", seed=a.seed)
+                       space=a.space, experiment="bench-limit", storage=f"sqlite:///{STORE}/optuna.db")
     keras.backend.clear_session()
     common.clock_calibration(times)
     with common.timed(times, "features"):

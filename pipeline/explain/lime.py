@@ -16,12 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.config import LIME_SAMPLES, PipelineError  # noqa: E402
+from pipeline.config import EXPLAIN_CHOICES, LIME_SAMPLES, PipelineError  # noqa: E402
 from pipeline.data.dataset import CLASSES  # noqa: E402
 from pipeline.data.preprocess import to_model_input
 from pipeline.explain.gradcam import gradcam, overlay
 
-EXPLAIN_CHOICES = ("gradcam", "lime", "both")
 # benchmarks/explain_cost.py: a perturbed film costs about 0.2 CPU s with ResNet50 at 224 px (the
 # default backbone) and about 0.017 with MobileNetV2 at 128 px, so 150 samples keep one film at
 # 16-31 s (ResNet50) or 1.5-3 s (MobileNetV2) on 2 idle cores: within the ~30 s budget with either.

@@ -67,7 +67,7 @@ def run_search(dataset: Dataset, features: FeatureSet, space: SearchSpace, cfg: 
     killed = tracking.kill_orphans(experiment_id, study_name)
     if killed:
         print(f"marked {killed} MLflow run(s) of dead workers of study '{study_name}' KILLED", flush=True)
-    runner = TrialRunner(features, cfg, cfg.trials, study_name)
+    runner = TrialRunner(features, cfg, cfg.trials, study_name, seed=data_cfg.seed)
     run_name = f"search-{cfg.engine}-{time.strftime('%Y%m%d-%H%M%S')}"
     with mlflow.start_run(run_name=run_name, tags={tracking.RUN_TYPE: "search", "engine": cfg.engine,
                                                    "study_name": study_name, "data_fingerprint": dataset.fingerprint,

@@ -27,7 +27,7 @@ def _run_kerastuner(runner: TrialRunner, cfg: SearchConfig, space: SearchSpace, 
             return {cfg.metric: result.score}
 
     direction = "min" if cfg.metric in LOWER_IS_BETTER else "max"
-    tuner = Tuner(objective=kt.Objective(cfg.metric, direction), max_trials=cfg.trials, seed=cfg.seed,
+    tuner = Tuner(objective=kt.Objective(cfg.metric, direction), max_trials=cfg.trials, seed=runner.seed,
                   hyperparameters=space.kerastuner_hyperparameters(), tune_new_entries=False,
                   directory=str(Path(cache_dir) / "kerastuner"), project_name=study_name, overwrite=False,
                   max_consecutive_failed_trials=3)

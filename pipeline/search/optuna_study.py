@@ -99,7 +99,7 @@ def _run_optuna(runner: TrialRunner, cfg: SearchConfig, space: SearchSpace, stud
     storage = tracking.optuna_storage(cfg.storage, cfg.heartbeat, _on_stale_trial)
     direction = "minimize" if cfg.metric in LOWER_IS_BETTER else "maximize"
     study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, load_if_exists=True,
-                                sampler=_per_trial_sampler(cfg.seed),
+                                sampler=_per_trial_sampler(runner.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
     stored = study.user_attrs.get("settings")
     if stored is None:

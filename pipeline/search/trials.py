@@ -48,8 +48,10 @@ def _fmt(params: dict) -> str:
 class TrialRunner:
     """Runs one trial as an MLflow child run; shared by both engines so their runs line up."""
 
-    def __init__(self, features: FeatureSet, cfg: SearchConfig, engine_total: int, study_name: str = ""):
+    def __init__(self, features: FeatureSet, cfg: SearchConfig, engine_total: int, study_name: str = "", *,
+                 seed: int):
         self.features, self.cfg, self.total, self.study_name = features, cfg, engine_total, study_name
+        self.seed = seed  # DataConfig.seed, its one home: trial n trains with seed + n
         self.best: float | None = None
         self.run_ids: dict[int, str] = {}
         self.current_run_id: str | None = None  # the trial run in progress, for cleanup on Ctrl-C
@@ -78,7 +80,7 @@ class TrialRunner:
 
             try:
                 result = objective(params, self.features, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                                   patience=cfg.patience, metric=cfg.metric, seed=cfg.seed + number,
+                                   patience=cfg.patience, metric=cfg.metric, seed=self.seed + number,
                                    imbalance=cfg.imbalance, on_epoch=on_epoch)
             except Exception as err:
                 mlflow.set_tags({"status": "FAILED", "error": f"{err.__class__.__name__}: {err}"[:5000]})

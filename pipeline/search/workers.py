@@ -75,8 +75,8 @@ def worker_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> li
         if not action.option_strings or action.dest in ("help", "workers"):
             continue
         value, flag = getattr(args, action.dest), max(action.option_strings, key=len)
-        if isinstance(action, argparse._StoreTrueAction):
-            argv += [flag] if value else []
+        if isinstance(action, argparse._StoreConstAction):  # --json, --no-flip: given when set to its constant
+            argv += [flag] if value == action.const else []
         elif value is not None:
             argv += [flag, str(value)]
     return argv + ["--workers", "1"]

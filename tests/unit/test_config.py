@@ -1,13 +1,24 @@
 """Typed settings: validation at the edge, and config -> MLflow params -> config without loss."""
 from __future__ import annotations
 
+import argparse
 import typing
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from pipeline import config
+from pipeline import command_config, config
+from pipeline.command_config import (
+    DataCheckOptions,
+    DownloadOptions,
+    EvaluateOptions,
+    PredictOptions,
+    PretrainOptions,
+    PromoteOptions,
+    RetrainOptions,
+    SearchOptions,
+)
 from pipeline.config import (
     AugmentConfig,
     ConfigError,
@@ -24,6 +35,7 @@ from pipeline.config import (
     flat_params,
     from_params,
 )
+from pipeline.options import add_flags, build, flag_fields, flag_name
 
 CONFIG_CLASSES = (PreprocessConfig, AugmentConfig, DataConfig, ModelConfig, SearchConfig, RetrainConfig, PretrainConfig,
                   PromoteConfig)
@@ -43,7 +55,7 @@ def _non_default(tmp_path: Path) -> list:
         ModelConfig(weights="none"),
         SearchConfig(engine="kerastuner", trials=3, epochs=2, batch_size=8, patience=1, metric="val_f1",
                      space=Path("search_spaces/smoke.yaml"), experiment="exp with spaces", storage="sqlite:///x.db",
-                     study_name="study-1", augment_views=0, gradcam_images=0, seed=7),
+                     study_name="study-1", augment_views=0, gradcam_images=0, heartbeat=30),
         RetrainConfig(epochs=1, fine_tune_epochs=0, fine_tune_layers="all", fine_tune_lr_factor=0.25,
                       fine_tune_lr=1e-3, batch_size=4, patience=2, threshold_rule="youden", target_sensitivity=0.9,
                       model_name="other-model", gradcam_images=0),
@@ -52,6 +64,83 @@ def _non_default(tmp_path: Path) -> list:
                        patience=2, dense_units=16, dropout=0.0, deterministic=False),
         PromoteConfig(margin=0.0, min_sensitivity=0.85),
     ]
+
+
+OPTION_CLASSES = (DataCheckOptions, SearchOptions, RetrainOptions, PretrainOptions, PromoteOptions, EvaluateOptions,
+                  PredictOptions, DownloadOptions)
+
+
+def _non_default_options(tmp_path: Path) -> list:
+    return [DataCheckOptions(json=True), SearchOptions(workers=3), RetrainOptions("exp 2", "abc123", tmp_path / "d"),
+            PretrainOptions(tmp_path / "b.weights.h5"), PromoteOptions("other", rollback=True),
+            EvaluateOptions("models:/m/3", tmp_path / "films", "ev", 0),
+            PredictOptions("models:/m@challenger", tmp_path / "out", "both", 20), DownloadOptions(tmp_path / "x")]
+
+
+def _argv(cfg) -> list[str]:
+    """The command line that asks for `cfg`: a switch only where it differs from the default."""
+    argv = []
+    for f in flag_fields(type(cfg)):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool):
+            argv += [flag_name(f)] if value != f.default else []
+        elif value is not None:
+            argv += [flag_name(f), str(value)]
+    return argv
+
+
+def test_every_config_round_trips_through_its_flags(tmp_path):
+    for cfg in _non_default(tmp_path) + _non_default_options(tmp_path):
+        cls = type(cfg)
+        parser = argparse.ArgumentParser()
+        add_flags(parser, cls)
+        flagged = {f.name for f in flag_fields(cls)}
+        assert flagged, f"{cls.__name__} has no flag"
+        fixed = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in flagged}
+        back = build(cls, parser.parse_args(_argv(cfg)), **fixed)
+        assert back == cfg, cls.__name__
+        for f in fields(cfg):
+            assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), (cls.__name__, f.name)
+    assert _argv(AugmentConfig(flip=False)) == ["--rotation", "0.03", "--shift", "0.1", "--zoom", "0.1", "--shear",
+                                                "0.1", "--no-flip", "--brightness", "0.0", "--contrast", "0.0"]
+
+
+def test_every_flag_has_help_a_readable_type_and_its_default_in_the_help():
+    readable = {int, float, str, bool, Path}
+    for cls in CONFIG_CLASSES + OPTION_CLASSES:
+        hints = typing.get_type_hints(cls)
+        parser = argparse.ArgumentParser()
+        add_flags(parser, cls)
+        actions = {a.dest: a for a in parser._actions}
+        for f in flag_fields(cls):
+            assert f.metadata["help"].strip(), f"{cls.__name__}.{f.name} has no help"
+            options = set(typing.get_args(hints[f.name])) - {type(None)} or {hints[f.name]}
+            assert len(options) == 1 and options <= readable, f"{cls.__name__}.{f.name}: {hints[f.name]}"
+            shown = f.metadata["default_text"] or f.default
+            if not isinstance(f.default, bool) and shown is not None and not f.metadata["required"]:
+                assert f"(default: {shown})" in actions[f.name].help, (cls.__name__, f.name)
+
+
+def test_a_plain_field_is_no_flag_and_only_limits_what_is_added():
+    assert "image_size" not in {f.name for f in flag_fields(ModelConfig)}  # --image-size is PreprocessConfig's
+    assert [f.name for f in flag_fields(ModelConfig, only=("backbone",))] == ["backbone"]
+    with pytest.raises(TypeError, match="image_size"):
+        flag_fields(ModelConfig, only=("image_size",))
+
+
+def test_pretrain_output_must_be_a_weights_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--output .*b\.h5: Keras saves backbone weights only to a name ending in "
+                                          r"\.weights\.h5"):
+        PretrainOptions(tmp_path / "b.h5")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=r"^--output .*a-file is a file, not a folder"):
+        PretrainOptions(blocker / "b.weights.h5")
+
+
+def test_the_champion_the_commands_default_to_is_the_retrained_models():
+    assert command_config.CHAMPION == f"models:/{RetrainConfig().model_name}@champion"
+    assert PromoteOptions().model_name == RetrainConfig().model_name
 
 
 def test_every_config_round_trips_through_mlflow_params(tmp_path):
@@ -81,8 +170,12 @@ def test_from_params_names_a_param_it_cannot_read():
 def test_seed_outside_what_numpy_takes_is_refused(seed):
     with pytest.raises(ConfigError, match=rf"^seed={seed!r} is invalid: expected a whole number from 0 to 4294967295"):
         DataConfig(seed=seed)
-    with pytest.raises(ConfigError, match=r"^seed="):
-        SearchConfig(seed=seed)
+
+
+def test_seed_has_one_home():
+    """DataConfig's seed seeds the split and, through the search, every trial: no second copy to drift."""
+    homes = [cls.__name__ for cls in CONFIG_CLASSES if "seed" in {f.name for f in fields(cls)}]
+    assert homes == ["DataConfig"]
 
 
 def test_folder_checks_name_the_file_in_the_way(tmp_path):

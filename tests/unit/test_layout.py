@@ -23,7 +23,7 @@ LAYERS = (
     ("pipeline.evaluate",),  # below search: a trial's val_* and a version's test_* come from evaluate.metrics
     ("pipeline.search",),
     ("pipeline.train",),
-    ("pipeline.cli", "pipeline.commands", "pipeline.__main__"),
+    ("pipeline.cli", "pipeline.commands", "pipeline.cli_docs", "pipeline.__main__"),
     ("pipeline.demo",),
 )
 MAX_LINES = 300
