@@ -139,7 +139,8 @@ def cmd_retrain_best(a) -> int:
     cfg = RetrainConfig(epochs=a.epochs, fine_tune_epochs=a.fine_tune_epochs, fine_tune_layers=a.fine_tune_layers,
                         fine_tune_lr_factor=a.fine_tune_lr_factor, fine_tune_lr=a.fine_tune_lr, batch_size=a.batch_size, patience=a.patience,
                         threshold_rule=a.threshold_rule, target_sensitivity=a.target_sensitivity,
-                        model_name=a.model_name, gradcam_images=a.gradcam_images, lime_images=a.lime_images)
+                        model_name=a.model_name, gradcam_images=a.gradcam_images, lime_images=a.lime_images,
+                        calibration=a.calibration, ood_detector=a.ood_detector, ood_flag_share=a.ood_flag_share)
     tracking.setup(a.experiment)
     search = find_search(a.experiment, a.search_run_id)
     p = search.params
@@ -159,8 +160,18 @@ def cmd_retrain_best(a) -> int:
     for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
                 "test_f1", "test_accuracy_at_0.5", "test_sensitivity_at_0.5", "test_specificity_at_0.5"):
         print(f"  {key:26s} {report[key]:.4f}")
+    _print_calibration_and_ood(report)
     print(f"registered {cfg.model_name} v{version.version} as 'challenger' (run {run_id}); next: make promote")
     return 0
+
+
+def _print_calibration_and_ood(report: dict) -> None:
+    """The served probability's calibration and the OOD guard's share, as the evaluation recorded them."""
+    if "test_brier" in report:
+        print(f"  calibration: Brier {report['test_brier']:.4f} (uncalibrated {report['test_brier_uncalibrated']:.4f}), "
+              f"ECE {report['test_ece']:.4f} (uncalibrated {report['test_ece_uncalibrated']:.4f})")
+    if "test_ood_share" in report:
+        print(f"  flagged out of distribution: {report['test_ood_share']:.1%}")
 
 
 def cmd_pretrain(a) -> int:
@@ -228,6 +239,7 @@ def cmd_evaluate(a) -> int:
     for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
                 "test_f1"):
         print(f"  {key[5:]:12s} {r[key]:.4f}")
+    _print_calibration_and_ood(r)
     print(f"run {result.run_id} (experiment '{a.experiment}'); tagged v{version.version} "
           f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}}")
     return 0
@@ -342,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience (default: %(default)s)")
     p.add_argument("--threshold-rule", default="sensitivity", help="sensitivity (reach --target-sensitivity on val) or youden (default: %(default)s)")
     p.add_argument("--target-sensitivity", type=float, default=0.95, help="(default: %(default)s)")
+    p.add_argument("--calibration", default="platt", help="platt, temperature or none: calibration of the served probability, fitted on val before the threshold is chosen (default: %(default)s)")
+    p.add_argument("--ood-detector", default="combined", help="combined, mahalanobis, knn, pixel or none: out-of-distribution guard fitted on train (default: %(default)s)")
+    p.add_argument("--ood-flag-share", type=float, default=0.05, help="share of val films the guard's threshold flags (default: %(default)s)")
     p.add_argument("--model-name", default="pneumonia-classifier", help="registered model name (default: %(default)s)")
     p.add_argument("--gradcam-images", type=int, default=12, help="test images in the Grad-CAM grid (default: %(default)s)")
     p.add_argument("--lime-images", type=int, default=0, help="LIME grid of the same test images and its agreement with Grad-CAM; slow (default: %(default)s)")

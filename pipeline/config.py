@@ -11,6 +11,8 @@ BACKBONES = ("resnet50", "resnet152", "mobilenetv2", "efficientnetb0", "densenet
 ENGINES = ("optuna", "kerastuner")
 METRICS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 THRESHOLD_RULES = ("sensitivity", "youden")
+CALIBRATIONS = ("platt", "temperature", "none")  # fitted on val after retraining (modeling/calibration.py)
+OOD_DETECTORS = ("combined", "mahalanobis", "knn", "pixel", "none")  # fitted on train (modeling/ood.py)
 LIME_SAMPLES = 150  # pipeline/explain/lime.py says why: about 2-30 s per film on 2 cores, by backbone
 
 
@@ -218,8 +220,15 @@ class RetrainConfig:
     gradcam_images: int = 12
     lime_images: int = 0  # LIME costs seconds per image: off unless asked
     deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see README)
+    calibration: str = "platt"  # of the served probability, fitted on val; the threshold is chosen after it
+    ood_detector: str = "combined"  # out-of-distribution guard in the served model (docs/calibration-and-ood.md)
+    ood_flag_share: float = 0.05  # share of val films the guard's threshold flags
 
     def __post_init__(self):
+        _check(self.calibration in CALIBRATIONS, "calibration", self.calibration, f"one of {', '.join(CALIBRATIONS)}")
+        _check(self.ood_detector in OOD_DETECTORS, "ood_detector", self.ood_detector,
+               f"one of {', '.join(OOD_DETECTORS)}")
+        _in_range("ood_flag_share", self.ood_flag_share, 0.0, 0.5, low_open=True)
         _check(self.fine_tune_layers == "all" or str(self.fine_tune_layers).isdigit(),
                "fine_tune_layers", self.fine_tune_layers, "a whole number of layers or 'all'")
         _check(self.threshold_rule in THRESHOLD_RULES, "threshold_rule", self.threshold_rule,
