@@ -6,6 +6,7 @@ the fitted parameters travel with the version (model_config) and the pyfunc appl
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from pipeline.config import CALIBRATIONS, PipelineError
 
 CALIBRATION_METHODS = CALIBRATIONS
+log = logging.getLogger(__name__)
 _EPS = 1e-7
 
 
@@ -91,10 +93,18 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> Calibration:
 
 
 def fit_calibration(proba: np.ndarray, y: np.ndarray, method: str) -> Calibration:
+    """Called after training: a fit that cannot be made falls back (with a warning) rather than lose the
+    trained model; the version's `calibration.method` tag says what was actually used."""
     if method not in CALIBRATION_METHODS:
         raise CalibrationError(f"--calibration {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
     if method == "none":
         return Calibration()
     if len(np.unique(y)) < 2:
-        raise CalibrationError("validation has one class only: calibration needs both; use --calibration none")
-    return fit_platt(proba, y) if method == "platt" else fit_temperature(proba, y)
+        log.warning("validation has one class only: the served probability stays uncalibrated")
+        return Calibration()
+    if method == "platt":
+        try:
+            return fit_platt(proba, y)
+        except CalibrationError as err:
+            log.warning("%s; falling back to temperature scaling", err)
+    return fit_temperature(proba, y)

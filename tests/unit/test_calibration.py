@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.config import ConfigError, RetrainConfig
 from pipeline.evaluate.calibration import calibration_report, expected_calibration_error, ood_tags
-from pipeline.modeling.calibration import Calibration, CalibrationError, fit_calibration
+from pipeline.modeling.calibration import Calibration, CalibrationError, fit_calibration, fit_platt
 from pipeline.modeling.ood import OodDetector, OodError, fit_detector, pixel_descriptor
 
 
@@ -55,12 +55,15 @@ def test_temperature_recovers_t_and_round_trips_through_the_model_config():
     np.testing.assert_allclose(Calibration.from_config({}).apply([0.2, 0.9]), [0.2, 0.9])  # an old version
 
 
-def test_platt_refuses_a_reversing_slope_and_bad_names():
+def test_platt_refuses_a_reversing_slope_and_bad_names_are_config_errors():
     raw, y = _miscalibrated()
     with pytest.raises(CalibrationError, match="slope"):
-        fit_calibration(raw, 1 - y, "platt")
-    with pytest.raises(CalibrationError, match="one class"):
-        fit_calibration(raw, np.zeros_like(y), "platt")
+        fit_platt(raw, 1 - y)
+    # after training nothing is lost: a reversed ranking falls back to temperature, one class to none
+    assert fit_calibration(raw, 1 - y, "platt").method == "temperature"
+    assert fit_calibration(raw, np.zeros_like(y), "platt") == Calibration()
+    with pytest.raises(CalibrationError, match="--calibration 'isotonic'"):
+        fit_calibration(raw, y, "isotonic")
     with pytest.raises(ConfigError, match="calibration"):
         RetrainConfig(calibration="isotonic")
     with pytest.raises(ConfigError, match="ood_detector"):
