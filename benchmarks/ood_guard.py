@@ -33,7 +33,7 @@ from pipeline.train.guards import probabilities_and_features
 
 PHOTOS = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "colorwheel", "grass", "gravel", "horse",
           "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "rocket", "text", "clock",
-          "checkerboard", "retina", "microaneurysms", "eagle", "chelsea", "binary_blobs")
+          "checkerboard", "retina", "microaneurysms", "binary_blobs")
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:

@@ -264,6 +264,8 @@ def cmd_predict(a) -> int:
             print(f"error: {r.error}", file=sys.stderr)
         else:
             shown = [f"Grad-CAM: {r.overlay}"] if r.overlay else []
+            if r.in_distribution is False:  # the version's OOD guard: the answer is not to be trusted
+                shown.insert(0, f"OUT OF DISTRIBUTION (ood_score {r.ood_score:.3g}): unlike the training films")
             if r.lime_overlay:
                 shown += [f"LIME: {r.lime_overlay}", f"agreement (IoU) {r.agreement:.2f}"]
             print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\t" + "\t".join(shown))

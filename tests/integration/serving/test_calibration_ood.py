@@ -111,7 +111,9 @@ def test_blank_and_noise_are_flagged_and_a_32_px_image_gets_its_own_error(regist
     out = tmp_path / "out"
     code = main(["predict", "--model", "models:/trained/1", "--output", str(out), str(films[0]),
                  str(odd_images["noise"]), str(odd_images["tiny"])])
-    assert code == 1 and "tiny.png: 32x32 px is too small" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 1 and "tiny.png: 32x32 px is too small" in captured.err
+    assert "noise.png\tp(pneumonia)=" in captured.out and "OUT OF DISTRIBUTION" in captured.out
     table = pd.read_csv(out / "predictions.csv").set_index("path")
     assert {"in_distribution", "ood_score"} <= set(table.columns)
     tiny = table.loc[str(odd_images["tiny"].resolve())]
