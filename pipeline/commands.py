@@ -127,8 +127,18 @@ def retrain_best(a) -> int:
     for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
                 "test_f1", "test_accuracy_at_0.5", "test_sensitivity_at_0.5", "test_specificity_at_0.5"):
         print(f"  {key:26s} {report[key]:.4f}")
+    _print_calibration_and_ood(report)
     print(f"registered {cfg.model_name} v{version.version} as 'challenger' (run {run_id}); next: make promote")
     return 0
+
+
+def _print_calibration_and_ood(report: dict) -> None:
+    """The served probability's calibration and the OOD guard's share, as the evaluation recorded them."""
+    if "test_brier" in report:
+        print(f"  calibration: Brier {report['test_brier']:.4f} (uncalibrated {report['test_brier_uncalibrated']:.4f}), "
+              f"ECE {report['test_ece']:.4f} (uncalibrated {report['test_ece_uncalibrated']:.4f})")
+    if "test_ood_share" in report:
+        print(f"  flagged out of distribution: {report['test_ood_share']:.1%}")
 
 
 def pretrain(a) -> int:
@@ -191,6 +201,7 @@ def evaluate(a) -> int:
     for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
                 "test_f1"):
         print(f"  {key[5:]:12s} {r[key]:.4f}")
+    _print_calibration_and_ood(r)
     print(f"run {result.run_id} (experiment '{options.experiment}'); tagged v{version.version} "
           f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}}")
     return 0
@@ -215,6 +226,8 @@ def predict(a) -> int:
             print(f"error: {r.error}", file=sys.stderr)
         else:
             shown = [f"Grad-CAM: {r.overlay}"] if r.overlay else []
+            if r.in_distribution is False:  # the version's OOD guard: the answer is not to be trusted
+                shown.insert(0, f"OUT OF DISTRIBUTION (ood_score {r.ood_score:.3g}): unlike the training films")
             if r.lime_overlay:
                 shown += [f"LIME: {r.lime_overlay}", f"agreement (IoU) {r.agreement:.2f}"]
             print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\t" + "\t".join(shown))

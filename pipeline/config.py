@@ -27,6 +27,8 @@ BACKBONES = ("resnet50", "resnet152", "mobilenetv2", "efficientnetb0", "densenet
 ENGINES = ("optuna", "kerastuner")
 METRICS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 THRESHOLD_RULES = ("sensitivity", "youden")
+CALIBRATIONS = ("platt", "temperature", "none")  # fitted on val after retraining (modeling/calibration.py)
+OOD_DETECTORS = ("combined", "mahalanobis", "knn", "pixel", "none")  # fitted on train (modeling/ood.py)
 IMBALANCE = ("class-weights", "smote", "none")  # pipeline/modeling/balance.py; benchmarks/imbalance.py chose the default
 EXPLAIN_CHOICES = ("gradcam", "lime", "both")
 LIME_SAMPLES = 150  # pipeline/explain/lime.py says why: about 2-30 s per film on 2 cores, by backbone
@@ -161,9 +163,18 @@ class RetrainConfig:
     gradcam_images: int = setting(12, "test images in the Grad-CAM grid")
     lime_images: int = setting(0, "LIME grid of the same test images and its agreement with Grad-CAM; slow "
                                   "(seconds per image), so off unless asked")
+    calibration: str = setting("platt", "calibration of the served probability, fitted on val before the threshold "
+                                        "is chosen", choices=CALIBRATIONS)
+    ood_detector: str = setting("combined", "out-of-distribution guard in the served model, fitted on train "
+                                            "(docs/calibration-and-ood.md)", choices=OOD_DETECTORS)
+    ood_flag_share: float = setting(0.05, "share of val films the guard's threshold flags")
     deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see README)
 
     def __post_init__(self):
+        _check(self.calibration in CALIBRATIONS, "calibration", self.calibration, f"one of {', '.join(CALIBRATIONS)}")
+        _check(self.ood_detector in OOD_DETECTORS, "ood_detector", self.ood_detector,
+               f"one of {', '.join(OOD_DETECTORS)}")
+        _in_range("ood_flag_share", self.ood_flag_share, 0.0, 0.5, low_open=True)
         _check(self.fine_tune_layers == "all" or str(self.fine_tune_layers).isdigit(),
                "fine_tune_layers", self.fine_tune_layers, "a whole number of layers or 'all'")
         _check(self.threshold_rule in THRESHOLD_RULES, "threshold_rule", self.threshold_rule,

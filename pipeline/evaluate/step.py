@@ -19,6 +19,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipeline.config import LIME_SAMPLES  # noqa: E402
 from pipeline.data.preprocess import ImageError, to_model_input
+from pipeline.evaluate.calibration import log_calibration_and_ood, ood_tags
 from pipeline.evaluate.metrics import binary_metrics, test_report
 from pipeline.evaluate.plots import confusion_figure, pr_figure, roc_figure
 from pipeline.evaluate.testset import EvaluationError, manifest_of_run, still_on_disk, test_fingerprint
@@ -83,7 +84,7 @@ def _predict_files(model, paths: list[str]) -> tuple[np.ndarray, list[int]]:
     grays, kept = [], []
     for i, path in enumerate(paths):
         try:
-            grays.append(model.gray(read_path(path)))
+            grays.append(model.gray(read_path(path), path))
             kept.append(i)
         except ImageError as err:
             log.warning("skipping %s", err)
@@ -102,13 +103,15 @@ def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed:
     if manifest.empty or manifest["label"].nunique() < 2:
         raise EvaluationError("fewer than two classes of readable images to evaluate on")
     labels = manifest["label"].to_numpy(dtype=np.int64)
-    proba = model.probabilities(grays)
+    outputs = model.outputs(grays)  # served (calibrated) probability, raw one and OOD score in one pass
+    proba = outputs.probability
     threshold = model.threshold
     fp = test_fingerprint(manifest)
 
     tracking.log_dataset_input(manifest.drop(columns=["probability"], errors="ignore"),
                                os.path.commonpath(manifest["path"].tolist()), f"{dataset_name}-{fp}", "test")
-    table = manifest.assign(probability=proba, prediction=(proba >= threshold).astype(int))
+    table = manifest.assign(probability=proba, prediction=(proba >= threshold).astype(int),
+                            ood_score=outputs.ood_score, in_distribution=outputs.in_distribution)
     with warnings.catch_warnings():
         # mlflow's classifier evaluator re-scores per-class slices and warns about one-class slices and
         # integer schemas; the report's own metrics (test_report, both classes checked above) are unaffected
@@ -118,6 +121,7 @@ def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed:
                                evaluator_config={"log_model_explainability": False})
     report = test_report(labels, proba, threshold)
     mlflow.log_metrics({k.replace("@", "_"): v for k, v in report.items()})
+    report.update(log_calibration_and_ood(model, outputs, labels))
     mlflow.set_tags({"test_fingerprint": fp, "evaluation_images": str(len(table))})
     mlflow.log_text(table.to_csv(index=False), "evaluation/predictions.csv")
     tracking.log_figure(confusion_figure(labels, proba, threshold), "evaluation/confusion_matrix.png")
@@ -173,8 +177,9 @@ def evaluate_version(version, manifest: pd.DataFrame, gradcam_images: int = 8, t
     with mlflow.start_run(run_name=f"evaluate-{version.name}-v{version.version}", tags=run_tags):
         mlflow.log_params({"model_uri": uri, "threshold": model.threshold, "image_size": model.preprocess_cfg.image_size})
         result = evaluate_model(model, manifest, gradcam_images=gradcam_images, dataset_name=dataset_name)
-    tag_version(version.name, version.version, eval_tags(result.fingerprint, result.summary(), result.run_id,
-                                                         len(result.manifest)))
+    tag_version(version.name, version.version, {**eval_tags(result.fingerprint, result.summary(), result.run_id,
+                                                            len(result.manifest)),
+                                                **ood_tags(result.fingerprint, result.report)})
     return result
 
 

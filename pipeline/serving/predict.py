@@ -29,6 +29,8 @@ class Prediction:
     probability: float | None = None
     label: str | None = None
     threshold: float | None = None
+    in_distribution: bool | None = None  # False: unlike the training films (the version's OOD detector)
+    ood_score: float | None = None  # NaN for a version registered without a detector
     model_version: str | None = None
     overlay: str | None = None
     lime_overlay: str | None = None
@@ -131,7 +133,7 @@ def predict_images(model_uri: str, inputs: list[str], output_dir: Path, explain:
             results.append(row)
             try:
                 raw = read_path(str(path))
-                grays.append(model.gray(raw))
+                grays.append(model.gray(raw, str(path)))
             except ImageError as err:
                 row.error = str(err)
                 continue
@@ -140,12 +142,13 @@ def predict_images(model_uri: str, inputs: list[str], output_dir: Path, explain:
             targets.append(output_dir / name)
         if not chunk_rows:
             continue
-        table = model.table(model.probabilities(np.stack(grays)))
+        table = model.output_table(np.stack(grays))
         for row, out in zip(chunk_rows, table.itertuples()):
             row.probability, row.label, row.threshold = float(out.probability), out.label, float(out.threshold)
+            row.in_distribution, row.ood_score = bool(out.in_distribution), float(out.ood_score)
         write_overlays(model, raws, np.stack(grays), chunk_rows, targets, explain, lime_samples)
     csv = output_dir / CSV_NAME
     frame = pd.DataFrame([asdict(r) for r in results], columns=list(Prediction.__dataclass_fields__))
-    frame.insert(4, "model_name", version.name)
+    frame.insert(frame.columns.get_loc("model_version"), "model_name", version.name)
     frame.to_csv(csv, index=False)
     return PredictionRun(pinned, str(version.version), model.threshold, results, csv)

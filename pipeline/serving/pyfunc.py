@@ -1,6 +1,7 @@
 """The registered model: an MLflow pyfunc that takes image files and returns probability and label.
 
-Preprocessing (decode -> gray -> CLAHE -> resize) and the version's own threshold live inside it,
+Preprocessing (decode -> gray -> CLAHE -> resize), the version's calibration, its out-of-distribution
+detector and its own threshold live inside it,
 so `mlflow models serve`, `mlflow.pyfunc.load_model(...).predict(df)` and `make predict` all run
 the same code and nobody re-implements the preprocessing by hand.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -19,10 +20,23 @@ import pandas as pd
 from pipeline.config import PreprocessConfig
 from pipeline.data.dataset import CLASSES
 from pipeline.data.preprocess import ImageError, preprocess_array, to_model_input
+from pipeline.modeling.calibration import Calibration
+from pipeline.modeling.ood import OodDetector
 
 KERAS_ARTIFACT = "keras_model"  # the artifact key inside the pyfunc, and the run's mlflow.keras model path
 INPUT_COLUMNS = ("image", "path")
-OUTPUT_COLUMNS = ("probability", "label", "threshold")
+OOD_ARTIFACT = "ood"  # the detector's arrays (ood.npz) inside the pyfunc; absent in versions saved without one
+OUTPUT_COLUMNS = ("probability", "label", "threshold", "in_distribution", "ood_score")
+MIN_SIDE = 64  # px: anything smaller is no radiograph (a 1x1 PNG used to get a confident answer)
+
+
+@dataclass
+class ModelOutputs:
+    """One forward pass: the network's raw probability, the served (calibrated) one and the OOD score."""
+    raw: np.ndarray
+    probability: np.ndarray
+    ood_score: np.ndarray
+    in_distribution: np.ndarray
 
 
 def decode_bytes(data: bytes, name: str = "image") -> np.ndarray:
@@ -51,7 +65,8 @@ def read_path(path: str) -> np.ndarray:
 
 class PneumoniaModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with `image` (base64 file bytes) or `path` per row.
-    Output: `probability` of pneumonia, `label` at the version's threshold, and that `threshold`."""
+    Output: `probability` of pneumonia (calibrated), `label` at the version's threshold, that `threshold`,
+    `in_distribution` (False: the film is unlike the training films, do not trust the answer) and `ood_score`."""
 
     def load_context(self, context):
         import keras
@@ -62,6 +77,12 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
         self.threshold = float(cfg["threshold"])
         self.gradcam_layer = cfg.get("gradcam_layer")
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        self.calibration = Calibration.from_config(cfg)
+        ood_file = (context.artifacts or {}).get(OOD_ARTIFACT)
+        self.ood = OodDetector.load(Path(ood_file)) if ood_file else None
+        self.scorer = None  # probability and pooled features in one pass, for a feature-space detector
+        if self.ood is not None and self.ood.needs_features:
+            self.scorer = keras.Model(self.model.input, [self.model.output, self.model.get_layer("pool").output])
 
     def raw_image(self, row: pd.Series, index) -> np.ndarray:
         """The decoded file of one row: `image` wins over `path` when both are given."""
@@ -73,29 +94,58 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
             return read_path(path)
         raise ImageError(f"row {index}: needs a column 'image' (base64 file bytes) or 'path'")
 
-    def gray(self, raw: np.ndarray) -> np.ndarray:
+    def gray(self, raw: np.ndarray, name: str = "image") -> np.ndarray:
         """(size, size) uint8 model view of a decoded file."""
+        if min(raw.shape[:2]) < MIN_SIDE:
+            raise ImageError(f"{name}: {raw.shape[1]}x{raw.shape[0]} px is too small for a radiograph "
+                             f"(at least {MIN_SIDE} px on each side): no prediction made")
         try:
             return preprocess_array(raw, self.preprocess_cfg)
         except cv2.error as err:
             raise ImageError(f"cannot be preprocessed ({err.err})") from err
 
-    def probabilities(self, grays: np.ndarray) -> np.ndarray:
+    def outputs(self, grays: np.ndarray) -> ModelOutputs:
+        grays = np.asarray(grays)
         if not len(grays):
-            return np.zeros(0, np.float64)
-        return self.model.predict(to_model_input(grays), batch_size=32, verbose=0).reshape(-1).astype(np.float64)
+            empty = np.zeros(0, np.float64)
+            return ModelOutputs(empty, empty, empty, np.zeros(0, bool))
+        pixels = to_model_input(grays)
+        features = None
+        if self.scorer is not None:
+            raw, features = self.scorer.predict(pixels, batch_size=32, verbose=0)
+        else:
+            raw = self.model.predict(pixels, batch_size=32, verbose=0)
+        raw = np.asarray(raw).reshape(-1).astype(np.float64)
+        if self.ood is None:  # a version saved without a detector: nothing is flagged, and the score says so
+            score = np.full(len(raw), np.nan)
+        else:
+            score = self.ood.score(features, grays).astype(np.float64)
+        flagged = self.ood.flags(score) if self.ood is not None else np.zeros(len(raw), bool)
+        return ModelOutputs(raw, self.calibration.apply(raw), score, ~flagged)
 
-    def table(self, proba: np.ndarray) -> pd.DataFrame:
+    def probabilities(self, grays: np.ndarray) -> np.ndarray:
+        """The served probability: calibrated when the version carries a calibration."""
+        return self.outputs(grays).probability
+
+    def table(self, proba: np.ndarray, ood_score: np.ndarray | None = None,
+              in_distribution: np.ndarray | None = None) -> pd.DataFrame:
+        n = len(proba)
         return pd.DataFrame({"probability": proba,
                              "label": [CLASSES[int(p >= self.threshold)] for p in proba],
-                             "threshold": np.full(len(proba), self.threshold)})
+                             "threshold": np.full(n, self.threshold),
+                             "in_distribution": np.ones(n, bool) if in_distribution is None else in_distribution,
+                             "ood_score": np.full(n, np.nan) if ood_score is None else ood_score})
+
+    def output_table(self, grays: np.ndarray) -> pd.DataFrame:
+        out = self.outputs(grays)
+        return self.table(out.probability, out.ood_score, out.in_distribution)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input)
         if not set(INPUT_COLUMNS) & set(frame.columns):
             raise ImageError(f"input has columns {list(frame.columns)}: expected 'image' (base64 file bytes) or 'path'")
-        grays = np.stack([self.gray(self.raw_image(row, i)) for i, row in frame.iterrows()]) if len(frame) else []
-        return self.table(self.probabilities(np.asarray(grays)))
+        grays = np.stack([self.gray(self.raw_image(row, i), f"row {i}") for i, row in frame.iterrows()]) if len(frame) else []
+        return self.output_table(np.asarray(grays))
 
 
 def signature():
@@ -103,7 +153,8 @@ def signature():
     from mlflow.types import ColSpec, Schema
 
     inputs = Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)])
-    outputs = Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold")])
+    outputs = Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold"),
+                      ColSpec("boolean", "in_distribution"), ColSpec("double", "ood_score")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -114,10 +165,18 @@ def example_input(gray_film: np.ndarray) -> pd.DataFrame:
 
 
 def save_pyfunc(path: Path, keras_file: Path, preprocess_cfg: PreprocessConfig, threshold: float,
-                gradcam_layer: str, example: pd.DataFrame) -> None:
+                gradcam_layer: str, example: pd.DataFrame, calibration: Calibration | None = None,
+                ood: OodDetector | None = None) -> None:
     """Write the pyfunc folder; the pipeline package travels with it (code_paths) so a server needs no checkout."""
-    config = {**asdict(preprocess_cfg), "threshold": float(threshold), "gradcam_layer": gradcam_layer}
-    mlflow.pyfunc.save_model(str(path), python_model=PneumoniaModel(), artifacts={KERAS_ARTIFACT: str(keras_file)},
+    config = {**asdict(preprocess_cfg), "threshold": float(threshold), "gradcam_layer": gradcam_layer,
+              **(calibration or Calibration()).to_config()}
+    artifacts = {KERAS_ARTIFACT: str(keras_file)}
+    if ood is not None:
+        ood_file = Path(keras_file).with_name("ood.npz")
+        ood.save(ood_file)
+        artifacts[OOD_ARTIFACT] = str(ood_file)
+        config.update({"ood_detector": ood.name, "ood_threshold": float(ood.threshold)})
+    mlflow.pyfunc.save_model(str(path), python_model=PneumoniaModel(), artifacts=artifacts,
                              model_config=config, signature=signature(), input_example=example,
                              code_paths=[str(Path(__file__).resolve().parents[1])], pip_requirements=requirements())
 

@@ -1,8 +1,8 @@
 """Train step: retrain the best searched configuration in two stages (head, then the top of the
-backbone), choose the threshold on val, and log the model; evaluate.py and registry.py take it from there."""
+backbone), calibrate on val, fit the OOD guard on train, choose the threshold on calibrated val, and log the model; evaluate.py and registry.py take it from there."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -21,11 +21,11 @@ from pipeline.modeling.backbones import (
     build_head,
     compile_model,
     conv_layer_name,
-    predict_proba,
     unfreeze_top,
 )
 from pipeline.modeling.features import BACKBONE_WEIGHTS, calibrate_on_train
 from pipeline.serving.pyfunc import KERAS_ARTIFACT, example_input, requirements, save_pyfunc
+from pipeline.train.guards import Guards, fit_guards
 
 
 class RetrainError(PipelineError, RuntimeError):
@@ -175,27 +175,30 @@ class TrainedModel:
     keras_uri: str  # runs:/<run>/keras_model, the same weights for Grad-CAM
     threshold: float
     gradcam_layer: str
+    version_tags: dict = field(default_factory=dict)  # calibration.* and ood.* for the registered version
 
 
 def train_step(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
                preprocess_cfg: PreprocessConfig, cfg: RetrainConfig, features_dir: Path, seed: int) -> TrainedModel:
-    """Inside the active run: retrain, choose the threshold on val, log the Keras model and the pyfunc."""
+    """Inside the active run: retrain, calibrate on val and fit the OOD guard on train, choose the threshold
+    on calibrated val (what the pyfunc serves), log the Keras model and the pyfunc."""
 
     mlflow.log_params({**search.best_params, **flat_params(cfg), "backbone": model_cfg.backbone,
                        "weights": model_cfg.weights, "image_size": model_cfg.image_size, "seed": seed})
     model = retrain(dataset, model_cfg, augment_cfg, search.best_params, cfg, features_dir, seed)
     x_val, y_val = dataset.split("val")
-    threshold = choose_threshold(y_val, predict_proba(model, to_model_input(x_val)), cfg.threshold_rule,
-                                 cfg.target_sensitivity)
+    guards = fit_guards(model, dataset, cfg.calibration, cfg.ood_detector, cfg.ood_flag_share)
+    threshold = choose_threshold(y_val, guards.val_calibrated, cfg.threshold_rule, cfg.target_sensitivity)
     mlflow.log_metric("threshold", threshold)
     layer = conv_layer_name(model)
     run_id = mlflow.active_run().info.run_id
-    log_models(model, preprocess_cfg, threshold, layer, x_val[0])
-    return TrainedModel(run_id, f"runs:/{run_id}/model", f"runs:/{run_id}/{KERAS_ARTIFACT}", threshold, layer)
+    log_models(model, preprocess_cfg, threshold, layer, x_val[0], guards)
+    return TrainedModel(run_id, f"runs:/{run_id}/model", f"runs:/{run_id}/{KERAS_ARTIFACT}", threshold, layer,
+                        guards.version_tags())
 
 
 def log_models(model: keras.Model, preprocess_cfg: PreprocessConfig, threshold: float, gradcam_layer: str,
-               example_film: np.ndarray) -> None:
+               example_film: np.ndarray, guards: Guards | None = None) -> None:
     """The run's `model` (pyfunc: image files in, probability and label out) and `keras_model`
     (mlflow.keras flavor, for Grad-CAM), both from the same weights.
 
@@ -217,5 +220,6 @@ def log_models(model: keras.Model, preprocess_cfg: PreprocessConfig, threshold: 
         keras_file = Path(tmp) / "classifier.keras"
         model.save(keras_file)
         pyfunc_dir = Path(tmp) / "model"
-        save_pyfunc(pyfunc_dir, keras_file, preprocess_cfg, threshold, gradcam_layer, example_input(example_film))
+        save_pyfunc(pyfunc_dir, keras_file, preprocess_cfg, threshold, gradcam_layer, example_input(example_film),
+                    guards.calibration if guards else None, guards.ood if guards else None)
         mlflow.log_artifacts(str(pyfunc_dir), "model")

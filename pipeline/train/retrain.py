@@ -13,6 +13,7 @@ import mlflow
 
 from pipeline.config import AugmentConfig, ModelConfig, PreprocessConfig, RetrainConfig
 from pipeline.data.dataset import Dataset
+from pipeline.evaluate.calibration import ood_tags
 from pipeline.evaluate.step import Evaluation, evaluate_model
 from pipeline.infra import tracking
 from pipeline.registry.promotion import TEST_FINGERPRINT, eval_tags, register
@@ -46,7 +47,8 @@ def retrain_best(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig,
         evaluation = evaluate_model(load(trained.model_uri), test, gradcam_images=cfg.gradcam_images, seed=seed,
                                     lime_images=cfg.lime_images)
         version = register_step(trained.model_uri, evaluation, cfg.model_name, preprocess_cfg, model_cfg,
-                                {**lineage, "retrain_run_id": run.info.run_id, "gradcam_layer": trained.gradcam_layer})
+                                {**lineage, "retrain_run_id": run.info.run_id, "gradcam_layer": trained.gradcam_layer,
+                                 **trained.version_tags, **ood_tags(evaluation.fingerprint, evaluation.report)})
         mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})
     return run.info.run_id, version, evaluation
 

@@ -70,7 +70,7 @@ def test_predict_folders_and_globs_matches_the_pyfunc(champion, films, tmp_path,
     model = mlflow.pyfunc.load_model(f"models:/{champion}@champion")
     frame = pd.DataFrame({"image": [base64.b64encode(open(p, "rb").read()).decode() for p in ok["path"]]})
     served = model.predict(frame)
-    assert list(served.columns) == ["probability", "label", "threshold"]
+    assert list(served.columns) == ["probability", "label", "threshold", "in_distribution", "ood_score"]
     np.testing.assert_allclose(served["probability"], ok["probability"], atol=1e-5)
     assert list(served["label"]) == list(ok["label"])
     by_path = model.predict(pd.DataFrame({"path": ok["path"].tolist()}))  # batch use: a `path` column

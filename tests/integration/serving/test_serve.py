@@ -77,6 +77,6 @@ def test_served_champion_answers_a_jpeg_and_a_16_bit_png(registry, synthetic_dir
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
     for answer, (_, row) in zip((one[0], two[0]), expected.iterrows()):
-        assert set(answer) == {"probability", "label", "threshold"}
+        assert set(answer) == {"probability", "label", "threshold", "in_distribution", "ood_score"}
         assert answer["probability"] == pytest.approx(row["probability"], abs=1e-5)
         assert answer["label"] == row["label"] and answer["threshold"] == pytest.approx(row["threshold"])
