@@ -28,6 +28,7 @@ ENGINES = ("optuna", "kerastuner")
 METRICS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 THRESHOLD_RULES = ("sensitivity", "youden")
 EXPLAIN_CHOICES = ("gradcam", "lime", "both")
+IMBALANCE = ("class-weights", "smote", "none")  # pipeline/modeling/balance.py; benchmarks/imbalance.py chose the default
 LIME_SAMPLES = 150  # pipeline/explain/lime.py says why: about 2-30 s per film on 2 cores, by backbone
 MODEL_NAME = "pneumonia-classifier"
 SEARCH_EXPERIMENT = "pneumonia-search"
@@ -126,11 +127,14 @@ class SearchConfig:
     gradcam_images: int = setting(8, "validation images in each trial's Grad-CAM grid")
     heartbeat: int = setting(10, "seconds between a trial's heartbeats; a worker silent for 3 is dead and its "
                                  "trial retried")
+    imbalance: str = setting("class-weights", "class balance of the head's training vectors; smote: "
+                                              "imbalanced-learn, on cached train features only", choices=IMBALANCE)
 
     def __post_init__(self):
         object.__setattr__(self, "space", Path(self.space))
         _check(self.engine in ENGINES, "engine", self.engine, f"one of {', '.join(ENGINES)}")
         _check(self.metric in METRICS, "metric", self.metric, f"one of {', '.join(METRICS)}")
+        _check(self.imbalance in IMBALANCE, "imbalance", self.imbalance, f"one of {', '.join(IMBALANCE)} (--imbalance)")
         _at_least(self, {"trials": 1, "epochs": 1, "batch_size": 1, "patience": 1, "augment_views": 0,
                          "gradcam_images": 0, "heartbeat": 1})
         _check(bool(self.experiment.strip()), "experiment", self.experiment, "a non-empty name")

@@ -32,7 +32,9 @@ from pipeline.search.workers import deferred_stop
 def _study_settings(cfg: SearchConfig, space: SearchSpace, features: FeatureSet) -> dict:
     """What must not change when a study is resumed, or its trials stop being comparable."""
     return {"features": features.key, "space": hashlib.sha256(Path(space.source).read_bytes()).hexdigest()[:16],
-            "epochs": cfg.epochs, "metric": cfg.metric, "batch_size": cfg.batch_size, "patience": cfg.patience}
+            "epochs": cfg.epochs, "metric": cfg.metric, "batch_size": cfg.batch_size, "patience": cfg.patience,
+            # only when not the default, so studies made before --imbalance existed still resume
+            **({"imbalance": cfg.imbalance} if cfg.imbalance != "class-weights" else {})}
 
 
 def _where(cfg: SearchConfig, cache_dir: Path) -> str:

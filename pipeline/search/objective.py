@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data.dataset import class_weights
 from pipeline.evaluate.metrics import LOWER_IS_BETTER, classification_metrics
 from pipeline.modeling.backbones import build_head
+from pipeline.modeling.balance import balance
 from pipeline.modeling.features import FeatureSet
 from pipeline.modeling.headfit import head_graph
 
@@ -71,7 +71,7 @@ def _val_loss(graph, proba: np.ndarray, y_val: np.ndarray) -> float:
 
 
 def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: int = 32, patience: int = 3,
-              metric: str = "val_auc", seed: int = 42,
+              metric: str = "val_auc", seed: int = 42, imbalance: str = "class-weights",
               on_epoch: Callable[[int, dict], bool] | None = None) -> TrialResult:
     """Train a head on cached features (clean + augmented views) and score it on validation.
 
@@ -81,11 +81,10 @@ def objective(params: dict, features: FeatureSet, *, epochs: int, batch_size: in
     """
     start = time.perf_counter()
     views, n, dim = features.train_views.shape
-    x_train = tf.constant(features.train_views.reshape(views * n, dim), tf.float32)
-    y_train = np.tile(features.y_train, views).astype(np.float32)
-    labels = tf.constant(y_train)
-    weights = class_weights(features.y_train)
-    sample_weight = tf.constant(np.where(y_train == 1, weights[1], weights[0]).astype(np.float32))
+    x_all, y_all, w_all = balance(features.train_views.reshape(views * n, dim),
+                                  np.tile(features.y_train, views).astype(np.float32), imbalance, seed)
+    x_train, labels, sample_weight = (tf.constant(x_all, tf.float32), tf.constant(y_all, tf.float32),
+                                      tf.constant(w_all, tf.float32))
     dropout, l2 = float(params["dropout"]), float(params["l2"])
     # The Keras head gives the seeded start and, at the end, holds the trained weights (Grad-CAM, logging).
     head = build_head(dim, int(params["dense_units"]), dropout, l2, seed=seed)

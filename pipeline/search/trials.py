@@ -81,7 +81,7 @@ class TrialRunner:
             try:
                 result = objective(params, self.features, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                    patience=cfg.patience, metric=cfg.metric, seed=self.seed + number,
-                                   on_epoch=on_epoch)
+                                   imbalance=cfg.imbalance, on_epoch=on_epoch)
             except Exception as err:
                 mlflow.set_tags({"status": "FAILED", "error": f"{err.__class__.__name__}: {err}"[:5000]})
                 print(f"trial {number:3d} FAILED: {err.__class__.__name__}: {err}", flush=True)
