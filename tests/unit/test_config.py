@@ -55,7 +55,7 @@ def _non_default(tmp_path: Path) -> list:
         ModelConfig(weights="none"),
         SearchConfig(engine="kerastuner", trials=3, epochs=2, batch_size=8, patience=1, metric="val_f1",
                      space=Path("search_spaces/smoke.yaml"), experiment="exp with spaces", storage="sqlite:///x.db",
-                     study_name="study-1", augment_views=0, gradcam_images=0, heartbeat=30),
+                     study_name="study-1", augment_views=0, gradcam_images=0, heartbeat=30, imbalance="smote"),
         RetrainConfig(epochs=1, fine_tune_epochs=0, fine_tune_layers="all", fine_tune_lr_factor=0.25,
                       fine_tune_lr=1e-3, batch_size=4, patience=2, threshold_rule="youden", target_sensitivity=0.9,
                       model_name="other-model", gradcam_images=0),
