@@ -217,7 +217,7 @@ class RetrainConfig:
     model_name: str = "pneumonia-classifier"
     gradcam_images: int = 12
     lime_images: int = 0  # LIME costs seconds per image: off unless asked
-    deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see README)
+    deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see docs/walkthrough.md)
 
     def __post_init__(self):
         _check(self.fine_tune_layers == "all" or str(self.fine_tune_layers).isdigit(),
@@ -237,7 +237,7 @@ class RetrainConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     """The offline backbone: every layer trained from a random start on the train split, once.
-    Defaults: the recipe measured in README's Results (val AUC 0.990 at 96 px in 35 min on 2 cores)."""
+    Defaults: the recipe measured in docs/results.md (val AUC 0.990 at 96 px in 35 min on 2 cores)."""
     epochs: int = 20
     learning_rate: float = 1e-3  # peak of the warmup + cosine schedule
     warmup_epochs: int = 1
