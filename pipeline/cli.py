@@ -239,11 +239,11 @@ def cmd_predict(a) -> int:
 
     check_model_uri(a.model)
     output = check_folder(Path(a.output), "--output")
-    tracking.connect()
     from pipeline.explain.lime import check_explain, check_samples
 
-    check_explain(a.explain)
+    check_explain(a.explain)  # before the store is touched: bad input leaves nothing behind (no mlruns/)
     check_samples(a.lime_samples)
+    tracking.connect()
     run = predict_images(a.model, a.images, output, explain=a.explain, lime_samples=a.lime_samples)
     results = run.results
     print(f"model {a.model} -> {run.model_uri} (resolved once), threshold {run.threshold:.3f}")
