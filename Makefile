@@ -33,7 +33,7 @@ PYTEST_ARGS   ?=
 
 # Private by default, also for `mlflow ui` / `mlflow server` / `mlflow models serve`, which run outside the
 # package: no MLflow usage telemetry unless you set MLFLOW_DISABLE_TELEMETRY to false yourself; Keras and
-# matplotlib keep their config and caches under .cache/ instead of ~/.keras and ~/.cache (README: Privacy).
+# matplotlib keep their config and caches under .cache/ instead of ~/.keras and ~/.cache (docs/troubleshooting.md: Privacy).
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export KERAS_HOME ?= $(CURDIR)/.cache/keras
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib

@@ -42,7 +42,7 @@ def parser(description: str, per_class: int | None = 100) -> argparse.ArgumentPa
 
 def full_size_search_parser(description: str) -> argparse.ArgumentParser:
     """Flags of the full-size search benchmarks: every image by default (--per-class 0), MobileNetV2 at
-    128 px, 20 trials x 15 epochs (the figures README reports for the limit of a cached search)."""
+    128 px, 20 trials x 15 epochs (the figures docs/results.md reports for the limit of a cached search)."""
     p = parser(description, per_class=0)
     p.set_defaults(image_size=128)
     p.add_argument("--trials", type=int, default=20)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Screenshots of the MLflow UI for the README, from the runs in mlruns/ (Debian's chromium, headless).
+# Screenshots of the MLflow UI for docs/walkthrough.md, from the runs in mlruns/ (Debian's chromium, headless).
 # Usage: docs/screenshots.sh EXPERIMENT MODEL_NAME   (after a search and a retrain-best)
 set -euo pipefail
 cd "$(dirname "$0")/.."

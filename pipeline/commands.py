@@ -212,11 +212,11 @@ def predict(a) -> int:
     from pipeline.serving.predict import predict_images
 
     options = build(PredictOptions, a)  # the model URI and the output folder, before MLflow is touched
-    tracking.connect()
     from pipeline.explain.lime import check_explain, check_samples
 
-    check_explain(options.explain)
+    check_explain(options.explain)  # before the store is touched: bad input leaves nothing behind (no mlruns/)
     check_samples(options.lime_samples)
+    tracking.connect()
     run = predict_images(options.model, a.images, Path(options.output), explain=options.explain,
                          lime_samples=options.lime_samples)
     results = run.results

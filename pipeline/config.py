@@ -168,7 +168,7 @@ class RetrainConfig:
     ood_detector: str = setting("combined", "out-of-distribution guard in the served model, fitted on train "
                                             "(docs/calibration-and-ood.md)", choices=OOD_DETECTORS)
     ood_flag_share: float = setting(0.05, "share of val films the guard's threshold flags")
-    deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see README)
+    deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see docs/walkthrough.md)
 
     def __post_init__(self):
         _check(self.calibration in CALIBRATIONS, "calibration", self.calibration, f"one of {', '.join(CALIBRATIONS)}")
@@ -190,7 +190,7 @@ class RetrainConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     """The offline backbone: every layer trained from a random start on the train split, once.
-    Defaults: the recipe measured in README's Results (val AUC 0.990 at 96 px in 35 min on 2 cores)."""
+    Defaults: the recipe measured in docs/results.md (val AUC 0.990 at 96 px in 35 min on 2 cores)."""
     epochs: int = setting(20, "epochs, every layer trained")
     learning_rate: float = setting(1e-3, "peak learning rate of the warmup + cosine schedule")
     warmup_epochs: int = setting(1, "epochs of linear warmup to the peak rate")

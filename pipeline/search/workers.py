@@ -96,7 +96,7 @@ def run_workers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         raise ConfigError(f"--workers {args.workers} is invalid: expected an integer >= 1")
     if args.engine != "optuna":
         raise ConfigError(f"--engine {args.engine} with --workers {args.workers}: Keras Tuner's own distributed "
-                          "mode is not supported here (see README, Scaling out); use --engine optuna for parallel "
+                          "mode is not supported here (see docs/scaling.md); use --engine optuna for parallel "
                           "workers")
 
     # Create the MLflow and Optuna tables once, here: workers creating them at the same moment race

@@ -116,7 +116,7 @@ def _callbacks(cfg: RetrainConfig, prefix: str) -> list:
 
 def make_deterministic(seed: int) -> None:
     """Same seed, data and search -> the same weights on CPU: seeds Python, NumPy, TF and Keras, and
-    makes TF pick deterministic kernels (cost: see README, "Reproducible retrain")."""
+    makes TF pick deterministic kernels (cost: see docs/walkthrough.md, "Reproducible retrain")."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)

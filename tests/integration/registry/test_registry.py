@@ -25,6 +25,7 @@ from tests.helpers import RETRAIN_ARGV
 
 pytestmark = pytest.mark.slow  # real Keras training, MLflow registry
 TRAINED = "trained"
+OWN = "t-own-retrain"  # a second retrain of the session's search, registered under a name no other test touches
 
 
 def alias(name: str, which: str) -> str | None:
@@ -38,6 +39,20 @@ def source():
     return MlflowClient().get_model_version(TRAINED, "1")
 
 
+@pytest.fixture(scope="module")
+def own_version(trained_registry) -> str:
+    """Version 1 of OWN, from its own retrain-best: other tests evaluate (and so re-tag) TRAINED v1, never this."""
+    from pipeline.infra import tracking
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(trained_registry)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        tracking.connect()
+        assert main([*RETRAIN_ARGV, "--model-name", OWN]) == 0
+    return OWN
+
+
 def new_version(name: str, auc: float, sensitivity: float = 0.97, fingerprint: str | None = None) -> str:
     """A real version of the trained pyfunc under `name`, with a recorded evaluation on `fingerprint`."""
     src = source()
@@ -47,9 +62,9 @@ def new_version(name: str, auc: float, sensitivity: float = 0.97, fingerprint: s
     return register(f"runs:/{src.run_id}/model", name, tags).version
 
 
-def test_retrain_registers_an_image_pyfunc_with_keras_model_evaluation_and_lineage(registry):
+def test_retrain_registers_an_image_pyfunc_with_keras_model_evaluation_and_lineage(registry, own_version):
     client = MlflowClient()
-    v = client.get_model_version_by_alias(TRAINED, CHALLENGER)
+    v = client.get_model_version_by_alias(own_version, CHALLENGER)
     fp = v.tags[TEST_FINGERPRINT]
     for metric in ("auc", "accuracy", "sensitivity", "specificity"):
         assert 0.0 <= float(v.tags[f"eval.{fp}.{metric}"]) <= 1.0
@@ -58,10 +73,8 @@ def test_retrain_registers_an_image_pyfunc_with_keras_model_evaluation_and_linea
     assert run.data.tags["best_trial"] == search.data.tags["best_trial"]
     assert run.data.tags["data_fingerprint"] == search.data.tags["data_fingerprint"]
     assert run.data.tags["test_fingerprint"] == fp
-    # the version points at its latest evaluation on fp: retrain's own, or a later `make evaluate` of this version
-    latest = client.get_run(v.tags[f"eval.{fp}.run_id"])
-    assert latest.data.tags["test_fingerprint"] == fp
-    assert latest.info.run_id == run.info.run_id or latest.data.tags["model_version"] == str(v.version)
+    # the version points at its evaluation on fp, the retrain run's own (nothing else evaluated this version)
+    assert v.tags[f"eval.{fp}.run_id"] == run.info.run_id
     files = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {f"evaluation/{f}" for f in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png", "gradcam_test.png",
                                         "predictions.csv")} <= files
@@ -154,22 +167,33 @@ def test_promote_without_challenger_is_a_clear_error(registry, capsys):
     assert "no-such-model" in capsys.readouterr().err
 
 
-def test_retrain_with_the_same_seed_gives_the_same_test_auc(registry):
+def test_retrain_with_the_same_seed_gives_the_same_test_auc(registry, own_version):
     """Seeded shuffles, augmentation and initialisation plus TF op determinism: a second retrain of
     the same search, seed and data lands on the same test figures (the issue saw 0.44 vs 0.59)."""
-    assert main([*RETRAIN_ARGV, "--model-name", "t-repro"]) == 0
-    first, again = source(), MlflowClient().get_model_version("t-repro", "1")
+    first, again = source(), MlflowClient().get_model_version(own_version, "1")
+    assert first.run_id != again.run_id  # the control: two retrains, not one version read twice
     fp = first.tags[TEST_FINGERPRINT]
     assert again.tags[TEST_FINGERPRINT] == fp
     assert float(again.tags[f"eval.{fp}.auc"]) == pytest.approx(float(first.tags[f"eval.{fp}.auc"]), abs=0.005)
     assert again.tags["threshold"] == first.tags["threshold"]
 
 
-def test_search_best_trial_json_matches_tags(registry):
+def test_search_best_trial_is_the_trial_run_with_the_best_val_auc(registry, tmp_path):
+    """best_trial.json and the parent's tags against what each trial's own child run recorded."""
     exp = mlflow.get_experiment_by_name("t-registry")
     parent = mlflow.search_runs([exp.experiment_id], filter_string="tags.`pipeline.run_type` = 'search'",
                                 output_format="list")[0]
-    path = MlflowClient().download_artifacts(parent.info.run_id, "best_trial.json", str(registry))
+    trials = mlflow.search_runs([exp.experiment_id], output_format="list",
+                                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
+                                              "and tags.status = 'COMPLETE'")
+    assert len(trials) >= 2  # the control: the search had a choice to make
+    path = MlflowClient().download_artifacts(parent.info.run_id, "best_trial.json", str(tmp_path))
     best = json.loads(Path(path).read_text())
-    assert str(best["number"]) == parent.data.tags["best_trial"]
-    assert float(parent.data.tags["best.learning_rate"]) == pytest.approx(best["params"]["learning_rate"])
+    [chosen] = [t for t in trials if t.info.run_id == best["run_id"]]
+    assert chosen.data.metrics["val_auc"] == max(t.data.metrics["val_auc"] for t in trials)
+    assert best["score"] == pytest.approx(chosen.data.metrics["val_auc"])
+    assert str(best["number"]) == chosen.data.tags["trial_number"] == parent.data.tags["best_trial"]
+    assert parent.data.tags["best_run_id"] == chosen.info.run_id
+    for key, value in chosen.data.params.items():  # what the trial trained with, as the trial logged it
+        assert best["params"][key] == pytest.approx(float(value)), key
+        assert float(parent.data.tags[f"best.{key}"]) == pytest.approx(float(value)), key

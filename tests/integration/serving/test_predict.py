@@ -105,9 +105,15 @@ def test_predict_explain_lime_only_writes_no_gradcam_overlay(champion, films, tm
     assert not list(out.glob("*_gradcam.png")) and len(list(out.glob("*_lime.png"))) == 1
 
 
-def test_bad_explain_value_is_one_error_line_before_any_work(champion, tmp_path, capsys):
-    code = main(["predict", "--model", f"models:/{champion}@champion", "--output", str(tmp_path / "o"),
-                 "--explain", "heatmap", str(tmp_path)])
+def test_bad_explain_value_is_one_error_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """In a fresh folder, so that a store made before the check (mlruns/) would show."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["predict", "--model", "models:/t-predict@champion", "--output", "o", "--explain", "heatmap", "film.jpeg"]
+    code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --explain 'heatmap'") and "lime" in err[0]
-    assert not (tmp_path / "o").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no mlruns/, no o/
+    # the control: with a valid --explain the same command gets as far as the store, and mlruns/ appears
+    argv[argv.index("heatmap")] = "gradcam"
+    assert main(argv) != 0 and (tmp_path / "mlruns").is_dir()

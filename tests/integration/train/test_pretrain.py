@@ -51,7 +51,7 @@ def test_pretrained_file_is_the_backbone_a_search_then_uses(synthetic_dir, tmp_p
 
 
 def test_pretrained_files_live_where_make_clean_does_not_reach():
-    """README: the default file sits outside .cache/, so `make clean` (an hour of training) keeps it."""
+    """docs/walkthrough.md (the offline path): the default file sits outside .cache/, so `make clean` (an hour of training) keeps it."""
     import re
 
     from pipeline.train.pretrain import default_output

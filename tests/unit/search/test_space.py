@@ -42,7 +42,7 @@ def test_valid_space_values(tmp_path):
 
 
 def test_optuna_samples_inside_the_space(tmp_path):
-    optuna = pytest.importorskip("optuna")
+    import optuna  # pinned: a broken install must fail here, not skip
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(_write(tmp_path))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -108,9 +108,10 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.slow
 def test_keras_tuner_hyperparameters(tmp_path):
-    pytest.importorskip("keras_tuner")
+    import keras_tuner  # pinned: a broken install must fail here, not skip
+
     hp = load_space(_write(tmp_path)).kerastuner_hyperparameters()
-    assert set(hp.values) == set(PARAMS)
+    assert isinstance(hp, keras_tuner.HyperParameters) and set(hp.values) == set(PARAMS)
     assert hp.values["dense_units"] in (64, 128) and 0.1 <= hp.values["dropout"] <= 0.5
 
 
