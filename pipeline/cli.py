@@ -156,11 +156,20 @@ def cmd_retrain_best(a) -> int:
     report = evaluation.report
     print(f"test (n={len(evaluation.manifest)}, fingerprint {evaluation.fingerprint}), threshold "
           f"{report['threshold']:.3f} chosen on val ({cfg.threshold_rule}):")
-    for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
-                "test_f1", "test_accuracy_at_0.5", "test_sensitivity_at_0.5", "test_specificity_at_0.5"):
-        print(f"  {key:26s} {report[key]:.4f}")
+    _print_report(report, ("auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1",
+                           "accuracy_at_0.5", "sensitivity_at_0.5", "specificity_at_0.5"), width=24)
     print(f"registered {cfg.model_name} v{version.version} as 'challenger' (run {run_id}); next: make promote")
     return 0
+
+
+def _print_report(report: dict, names: tuple[str, ...], width: int = 12) -> None:
+    """One test figure a line, `value [low, high]` where it has a 95% interval (DeLong for AUC, Wilson)."""
+    from pipeline.evaluate.intervals import with_interval
+
+    print(f"  {'':{width}s} value  [95% CI]")
+    for name in names:
+        if f"test_{name}" in report:
+            print(f"  {name:{width}s} {with_interval(report, name)}")
 
 
 def cmd_pretrain(a) -> int:
@@ -190,11 +199,12 @@ def cmd_pretrain(a) -> int:
 
 def cmd_promote(a) -> int:
     """Exit 0: promoted (or rolled back); registry.KEPT_EXIT_CODE (3): the champion stays."""
+    from pipeline.evaluate.paired import compare_versions
     from pipeline.evaluate.step import EVALUATE_EXPERIMENT, evaluate_like
     from pipeline.infra import tracking
     from pipeline.registry.promotion import KEPT_EXIT_CODE, promote, rollback
 
-    cfg = PromoteConfig(min_auc=a.min_auc, min_sensitivity=a.min_sensitivity, margin=a.margin)
+    cfg = PromoteConfig(min_auc=a.min_auc, min_sensitivity=a.min_sensitivity, margin=a.margin, alpha=a.alpha)
     tracking.connect()
     if a.rollback:
         decision = rollback(a.model_name)
@@ -203,7 +213,7 @@ def cmd_promote(a) -> int:
             tracking.setup(EVALUATE_EXPERIMENT)
             return evaluate_like(champion, challenger, fingerprint, tags=_extra_tags())
 
-        decision = promote(a.model_name, cfg, evaluate_champion)
+        decision = promote(a.model_name, cfg, evaluate_champion, compare_versions)
     print(decision.reason)
     if decision.run_id:
         print(f"decision recorded: run {decision.run_id} (experiment 'model-promotions') and tags promotion.* "
@@ -225,11 +235,9 @@ def cmd_evaluate(a) -> int:
     result = evaluate_version(version, manifest, gradcam_images=a.gradcam_images, tags=_extra_tags())
     r = result.report
     print(f"fingerprint {result.fingerprint}  n={len(result.manifest)}  threshold {r['threshold']:.3f} (the version's)")
-    for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
-                "test_f1"):
-        print(f"  {key[5:]:12s} {r[key]:.4f}")
+    _print_report(r, ("auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1"))
     print(f"run {result.run_id} (experiment '{a.experiment}'); tagged v{version.version} "
-          f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}}")
+          f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}} and their _ci_low/_ci_high")
     return 0
 
 
@@ -367,12 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     criteria = PromoteConfig()  # the defaults live there, once
     p = sub.add_parser("promote", help="move 'champion' to the challenger if it is better (or --rollback)",
-                       description="Compare challenger and champion on the same test set; promote only if the "
-                                   "criteria pass. Exit 0: promoted; exit 3: champion kept; exit 2: error.")
+                       description="Compare challenger and champion on the same test set, film by film (paired "
+                                   "DeLong test); promote only if the criteria pass. Exit 0: promoted; exit 3: champion kept; exit 2: error.")
     p.add_argument("--model-name", default="pneumonia-classifier", help="(default: %(default)s)")
     p.add_argument("--min-auc", type=float, default=criteria.min_auc, help="test ROC-AUC every promotion needs, the first included (default: %(default)s)")
     p.add_argument("--margin", type=float, default=criteria.margin, help="ROC-AUC gain the challenger needs (default: %(default)s)")
     p.add_argument("--min-sensitivity", type=float, default=criteria.min_sensitivity, help="challenger's test sensitivity must reach this (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=criteria.alpha, help="the paired DeLong test of the AUC gain on the same films must give a one-sided p below this (default: %(default)s)")
     p.add_argument("--rollback", action="store_true", help="make 'previous-champion' the champion again")
     p.set_defaults(func=cmd_promote)
 

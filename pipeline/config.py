@@ -267,10 +267,12 @@ class PromoteConfig:
     min_auc: float = 0.8  # every promotion, the first included: better than chance is not enough
     min_sensitivity: float = 0.9
     margin: float = 0.005  # test ROC-AUC gain over the champion, on the same test fingerprint
+    alpha: float = 0.05  # one-sided p of the paired DeLong test (same films) must be below this
 
     def __post_init__(self):
         _in_range("min_auc", self.min_auc, 0.0, 1.0)
         _in_range("margin", self.margin, 0.0, 1.0)
+        _in_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
         _in_range("min_sensitivity", self.min_sensitivity, 0.0, 1.0)
 
 

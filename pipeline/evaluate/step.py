@@ -21,7 +21,13 @@ from pipeline.config import LIME_SAMPLES  # noqa: E402
 from pipeline.data.preprocess import ImageError, to_model_input
 from pipeline.evaluate.metrics import binary_metrics, test_report
 from pipeline.evaluate.plots import confusion_figure, pr_figure, roc_figure
-from pipeline.evaluate.testset import EvaluationError, manifest_of_run, still_on_disk, test_fingerprint
+from pipeline.evaluate.testset import (
+    EvaluationError,
+    manifest_of_run,
+    still_on_disk,
+    test_fingerprint,
+    with_content_hash,
+)
 from pipeline.explain.gradcam import gradcam, grid_figure
 from pipeline.explain.lime import explain_test_images, misclassified_first
 from pipeline.infra import tracking
@@ -57,8 +63,10 @@ class Evaluation:
     run_id: str
 
     def summary(self) -> dict[str, float]:
-        """The four figures promotion and the version tags use."""
-        return {k: self.report[f"test_{k}"] for k in ("auc", "accuracy", "sensitivity", "specificity")}
+        """The four figures promotion and the version tags use, with their 95% intervals."""
+        names = [f"{k}{end}" for k in ("auc", "accuracy", "sensitivity", "specificity")
+                 for end in ("", "_ci_low", "_ci_high")]
+        return {k: self.report[f"test_{k}"] for k in names if f"test_{k}" in self.report}
 
 
 def _mlflow_metrics():
@@ -98,7 +106,7 @@ def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed:
     import mlflow
 
     grays, kept = _predict_files(model, manifest["path"].tolist())
-    manifest = manifest.iloc[kept].reset_index(drop=True)
+    manifest = with_content_hash(manifest.iloc[kept].reset_index(drop=True))
     if manifest.empty or manifest["label"].nunique() < 2:
         raise EvaluationError("fewer than two classes of readable images to evaluate on")
     labels = manifest["label"].to_numpy(dtype=np.int64)
