@@ -9,6 +9,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.evaluate.intervals import PairedAUC, paired_delong
 from pipeline.evaluate.testset import EvaluationError, manifest_of_run
+from pipeline.registry.decision import PredictionsMissing
 
 PER_FILM = ("sha", "label", "probability")  # what a predictions.csv must hold for a paired comparison
 
@@ -18,19 +19,20 @@ def predictions_on(version, fingerprint: str) -> pd.DataFrame:
     who = f"v{version.version}"
     run_id = version.tags.get(f"eval.{fingerprint}.run_id")
     if not run_id:
-        raise EvaluationError(f"{who} has no evaluation run on {fingerprint}")
+        raise PredictionsMissing(version.version, f"{who} has no evaluation run on {fingerprint}")
     try:
         run = MlflowClient().get_run(run_id)
         if run.data.tags.get("test_fingerprint") != fingerprint:
-            raise EvaluationError(f"{who}'s evaluation run {run_id} is not on test set {fingerprint}")
+            raise PredictionsMissing(version.version,
+                                     f"{who}'s evaluation run {run_id} is not on test set {fingerprint}")
         table = manifest_of_run(run_id)
     except (MlflowException, OSError) as err:
-        raise EvaluationError(f"{who}'s evaluation run {run_id} has no readable evaluation/predictions.csv "
-                              f"({type(err).__name__})") from err
+        raise PredictionsMissing(version.version, f"{who}'s evaluation run {run_id} has no readable "
+                                 f"evaluation/predictions.csv ({type(err).__name__})") from err
     missing = [c for c in PER_FILM if c not in table.columns]
     if missing:
-        raise EvaluationError(f"{who}'s evaluation run {run_id} has no per-film {', '.join(missing)} "
-                              "(evaluated by an older version of the pipeline)")
+        raise PredictionsMissing(version.version, f"{who}'s evaluation run {run_id} has no per-film "
+                                 f"{', '.join(missing)} (evaluated by an older version of the pipeline)")
     # byte-identical films are one film: the same model gives them the same probability
     return table[list(PER_FILM)].drop_duplicates("sha").set_index("sha")
 
@@ -44,7 +46,8 @@ def compare_versions(challenger, champion, fingerprint: str) -> PairedAUC:
         raise EvaluationError(f"v{challenger.version} and v{champion.version} were evaluated on different films "
                               f"({len(ch)} and {len(cp)}, {len(joined)} in common)")
     if not (joined["label_challenger"] == joined["label_champion"]).all():
-        raise EvaluationError(f"v{challenger.version} and v{champion.version} disagree on the labels of the same films")
+        raise EvaluationError(f"v{challenger.version} and v{champion.version} disagree on the labels of the "
+                              "same films")
     return paired_delong(joined["label_challenger"].to_numpy(dtype=np.int64),
                          joined["probability_challenger"].to_numpy(dtype=float),
                          joined["probability_champion"].to_numpy(dtype=float))

@@ -193,11 +193,15 @@ def evaluate_like(version, reference, fingerprint: str, tags: dict | None = None
     """Evaluate `version` on the images `reference` was evaluated on (fingerprint), if they are all still
     on disk unchanged; the re-read version (with its new eval tags), or None when that is impossible."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     run_id = reference.tags.get(f"eval.{fingerprint}.run_id")
     if not run_id:
         return None
-    manifest = manifest_of_run(run_id)
+    try:
+        manifest = manifest_of_run(run_id)
+    except (MlflowException, OSError):  # the reference evaluation run is gone: nothing to repeat
+        return None
     if not {"path", "label", "sha"} <= set(manifest.columns) or not still_on_disk(manifest):
         return None
     columns = [c for c in ("path", "label", "class_name", "split", "sha") if c in manifest.columns]

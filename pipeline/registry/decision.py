@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pipeline.config import PromoteConfig
+from pipeline.config import PipelineError, PromoteConfig
+
+
+class PredictionsMissing(PipelineError, LookupError):
+    """A version's evaluation on the test set has no per-film probabilities to pair (e.g. an older run):
+    re-evaluating that version can fix it, so promotion knows which one to re-evaluate."""
+
+    def __init__(self, version: str, message: str):
+        super().__init__(message)
+        self.version = str(version)
 
 
 class Paired(Protocol):

@@ -16,7 +16,14 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import PipelineError, PromoteConfig
 from pipeline.infra import tracking
-from pipeline.registry.decision import Paired, describe, floor_checks, floor_thresholds, paired_checks
+from pipeline.registry.decision import (
+    Paired,
+    PredictionsMissing,
+    describe,
+    floor_checks,
+    floor_thresholds,
+    paired_checks,
+)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 EVAL_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
@@ -115,10 +122,12 @@ def _paired(champion, challenger, fp, evaluate_champion, compare, lines) -> tupl
         return None, "no paired test was given to compare the two versions film by film"
     try:
         return compare(challenger, champion, fp), ""
-    except PipelineError as err:
-        if evaluate_champion is None:
+    except PredictionsMissing as err:
+        if evaluate_champion is None or err.version != str(champion.version):
             return None, str(err)
         lines.append(f"  {err}: evaluating champion v{champion.version} on {fp} again")
+    except PipelineError as err:
+        return None, str(err)
     refreshed = evaluate_champion(champion, challenger, fp)
     if refreshed is None:
         return None, f"champion v{champion.version} could not be evaluated again on {fp}"
