@@ -72,7 +72,8 @@ COMMANDS = (
             (*DATA_FLAGS, Flags(AugmentConfig, AUGMENT), Flags(ModelConfig, "pretraining", only=("backbone",)),
              Flags(PretrainConfig, "pretraining"), Flags(PretrainOptions, "pretraining"))),
     Command("promote", commands.promote, "move 'champion' to the challenger if it is better (or --rollback)",
-            "Compare challenger and champion on the same test set; promote only if the criteria pass. Exit 0: "
+            "Compare challenger and champion on the same test set, film by film (paired DeLong test); promote only "
+            "if the criteria pass. Exit 0: "
             "promoted; exit 3: champion kept; exit 2: error.",
             (Flags(PromoteOptions, only=("model_name",)), Flags(PromoteConfig),
              Flags(PromoteOptions, only=("rollback",)))),

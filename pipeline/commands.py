@@ -124,12 +124,21 @@ def retrain_best(a) -> int:
     report = evaluation.report
     print(f"test (n={len(evaluation.manifest)}, fingerprint {evaluation.fingerprint}), threshold "
           f"{report['threshold']:.3f} chosen on val ({cfg.threshold_rule}):")
-    for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
-                "test_f1", "test_accuracy_at_0.5", "test_sensitivity_at_0.5", "test_specificity_at_0.5"):
-        print(f"  {key:26s} {report[key]:.4f}")
+    print_report(report, ("auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1",
+                          "accuracy_at_0.5", "sensitivity_at_0.5", "specificity_at_0.5"), width=24)
     _print_calibration_and_ood(report)
     print(f"registered {cfg.model_name} v{version.version} as 'challenger' (run {run_id}); next: make promote")
     return 0
+
+
+def print_report(report: dict, names: tuple[str, ...], width: int = 12) -> None:
+    """One test figure a line, `value [low, high]` where it has a 95% interval (DeLong for AUC, Wilson)."""
+    from pipeline.evaluate.intervals import with_interval
+
+    print(f"  {'':{width}s} value  [95% CI]")
+    for name in names:
+        if f"test_{name}" in report:
+            print(f"  {name:{width}s} {with_interval(report, name)}")
 
 
 def _print_calibration_and_ood(report: dict) -> None:
@@ -163,6 +172,7 @@ def pretrain(a) -> int:
 
 def promote(a) -> int:
     """Exit 0: promoted (or rolled back); registry.KEPT_EXIT_CODE (3): the champion stays."""
+    from pipeline.evaluate.paired import compare_versions
     from pipeline.evaluate.step import EVALUATE_EXPERIMENT, evaluate_like
     from pipeline.infra import tracking
     from pipeline.registry.promotion import KEPT_EXIT_CODE, promote, rollback
@@ -176,7 +186,7 @@ def promote(a) -> int:
             tracking.setup(EVALUATE_EXPERIMENT)
             return evaluate_like(champion, challenger, fingerprint, tags=extra_tags())
 
-        decision = promote(options.model_name, cfg, evaluate_champion)
+        decision = promote(options.model_name, cfg, evaluate_champion, compare_versions)
     print(decision.reason)
     if decision.run_id:
         print(f"decision recorded: run {decision.run_id} (experiment 'model-promotions') and tags promotion.* "
@@ -198,12 +208,10 @@ def evaluate(a) -> int:
     result = evaluate_version(version, manifest, gradcam_images=options.gradcam_images, tags=extra_tags())
     r = result.report
     print(f"fingerprint {result.fingerprint}  n={len(result.manifest)}  threshold {r['threshold']:.3f} (the version's)")
-    for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
-                "test_f1"):
-        print(f"  {key[5:]:12s} {r[key]:.4f}")
+    print_report(r, ("auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1"))
     _print_calibration_and_ood(r)
     print(f"run {result.run_id} (experiment '{options.experiment}'); tagged v{version.version} "
-          f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}}")
+          f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}} and their _ci_low/_ci_high")
     return 0
 
 

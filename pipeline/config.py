@@ -219,9 +219,12 @@ class PromoteConfig:
     min_sensitivity: float = setting(0.9, "challenger's test sensitivity must reach this")
     # test ROC-AUC gain over the champion, on the same test fingerprint
     margin: float = setting(0.005, "ROC-AUC gain the challenger needs")
+    alpha: float = setting(0.05, "the paired DeLong test of the AUC gain on the same films must give a one-sided "
+                                 "p below this")
 
     def __post_init__(self):
         _in_range("min_auc", self.min_auc, 0.0, 1.0)
         _in_range("margin", self.margin, 0.0, 1.0)
+        _in_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
         _in_range("min_sensitivity", self.min_sensitivity, 0.0, 1.0)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 
+from pipeline.evaluate.intervals import interval_report
+
 LOWER_IS_BETTER = {"val_loss"}  # every other --metric is maximised
 
 
@@ -44,10 +46,12 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
 
 
 def test_report(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
-    """Metric names as they are recorded on the run and on the registered model version."""
+    """Metric names as they are recorded on the run and on the registered model version, each test figure
+    with its 95% interval (`test_<name>_ci_low/_ci_high`: DeLong for AUC, Wilson for proportions)."""
     out = {"test_auc": float(roc_auc_score(y_true, proba)), "test_pr_auc": float(average_precision_score(y_true, proba)),
            "threshold": float(threshold)}
     out.update({f"test_{k}": v for k, v in binary_metrics(y_true, proba, threshold).items()})
     out["test_recall"] = out["test_sensitivity"]
+    out.update(interval_report(y_true, proba, threshold))
     out.update({f"test_{k}_at_0.5": v for k, v in binary_metrics(y_true, proba, 0.5).items()})
     return out

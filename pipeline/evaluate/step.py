@@ -22,7 +22,13 @@ from pipeline.data.preprocess import ImageError, to_model_input
 from pipeline.evaluate.calibration import log_calibration_and_ood, ood_tags
 from pipeline.evaluate.metrics import binary_metrics, test_report
 from pipeline.evaluate.plots import confusion_figure, pr_figure, roc_figure
-from pipeline.evaluate.testset import EvaluationError, manifest_of_run, still_on_disk, test_fingerprint
+from pipeline.evaluate.testset import (
+    EvaluationError,
+    manifest_of_run,
+    still_on_disk,
+    test_fingerprint,
+    with_content_hash,
+)
 from pipeline.explain.gradcam import gradcam, grid_figure
 from pipeline.explain.lime import explain_test_images, misclassified_first
 from pipeline.infra import tracking
@@ -58,8 +64,10 @@ class Evaluation:
     run_id: str
 
     def summary(self) -> dict[str, float]:
-        """The four figures promotion and the version tags use."""
-        return {k: self.report[f"test_{k}"] for k in ("auc", "accuracy", "sensitivity", "specificity")}
+        """The four figures promotion and the version tags use, with their 95% intervals."""
+        names = [f"{k}{end}" for k in ("auc", "accuracy", "sensitivity", "specificity")
+                 for end in ("", "_ci_low", "_ci_high")]
+        return {k: self.report[f"test_{k}"] for k in names if f"test_{k}" in self.report}
 
 
 def _mlflow_metrics():
@@ -99,7 +107,7 @@ def evaluate_model(model, manifest: pd.DataFrame, gradcam_images: int = 8, seed:
     import mlflow
 
     grays, kept = _predict_files(model, manifest["path"].tolist())
-    manifest = manifest.iloc[kept].reset_index(drop=True)
+    manifest = with_content_hash(manifest.iloc[kept].reset_index(drop=True))
     if manifest.empty or manifest["label"].nunique() < 2:
         raise EvaluationError("fewer than two classes of readable images to evaluate on")
     labels = manifest["label"].to_numpy(dtype=np.int64)
@@ -190,11 +198,15 @@ def evaluate_like(version, reference, fingerprint: str, tags: dict | None = None
     """Evaluate `version` on the images `reference` was evaluated on (fingerprint), if they are all still
     on disk unchanged; the re-read version (with its new eval tags), or None when that is impossible."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     run_id = reference.tags.get(f"eval.{fingerprint}.run_id")
     if not run_id:
         return None
-    manifest = manifest_of_run(run_id)
+    try:
+        manifest = manifest_of_run(run_id)
+    except (MlflowException, OSError):  # the reference evaluation run is gone: nothing to repeat
+        return None
     if not {"path", "label", "sha"} <= set(manifest.columns) or not still_on_disk(manifest):
         return None
     columns = [c for c in ("path", "label", "class_name", "split", "sha") if c in manifest.columns]

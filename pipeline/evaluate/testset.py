@@ -44,6 +44,13 @@ def labelled_manifest(folder: Path) -> pd.DataFrame:
     return manifest
 
 
+def with_content_hash(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with each file's content hash (`sha`), the key two evaluations are matched on film by film."""
+    if "sha" in manifest.columns:
+        return manifest
+    return manifest.assign(sha=[_content_hash(Path(p)) for p in manifest["path"]])
+
+
 def test_fingerprint(manifest: pd.DataFrame) -> str:
     """The data fingerprint of the evaluated images alone (file contents and labels), so an evaluation by
     retrain-best and one by `make evaluate` of the same test/ folder carry the same fingerprint."""

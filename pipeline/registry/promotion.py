@@ -16,6 +16,14 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import PipelineError, PromoteConfig
 from pipeline.infra import tracking
+from pipeline.registry.decision import (
+    Paired,
+    PredictionsMissing,
+    describe,
+    floor_checks,
+    floor_thresholds,
+    paired_checks,
+)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 EVAL_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
@@ -42,8 +50,10 @@ class Decision:
 # ---- register ----------------------------------------------------------------------------------------
 
 def eval_tags(fingerprint: str, summary: dict[str, float], run_id: str, images: int) -> dict[str, str]:
-    """`eval.<fingerprint>.<metric>` tags: one evaluation per data set, so promotion compares like with like."""
-    tags = {f"eval.{fingerprint}.{k}": f"{summary[k]:.6f}" for k in EVAL_METRICS}
+    """`eval.<fingerprint>.<metric>` tags: one evaluation per data set, so promotion compares like with like;
+    each figure's 95% interval, when the summary has it, as `eval.<fingerprint>.<metric>_ci_low/_ci_high`."""
+    names = [f"{k}{end}" for k in EVAL_METRICS for end in ("", "_ci_low", "_ci_high") if f"{k}{end}" in summary]
+    tags = {f"eval.{fingerprint}.{k}": f"{summary[k]:.6f}" for k in names}
     return {**tags, f"eval.{fingerprint}.run_id": run_id, f"eval.{fingerprint}.images": str(images)}
 
 
@@ -75,15 +85,6 @@ def evaluated_fingerprints(version: ModelVersion) -> list[str]:
 
 # ---- promote -----------------------------------------------------------------------------------------
 
-def thresholds(cfg: PromoteConfig, against_champion: bool) -> dict:
-    """The criteria as MLflow MetricThresholds: AUC floor (+ margin over the champion), sensitivity floor."""
-    from mlflow.models import MetricThreshold
-
-    margin = cfg.margin if against_champion and cfg.margin > 0 else None
-    return {"auc": MetricThreshold(threshold=cfg.min_auc, min_absolute_change=margin, greater_is_better=True),
-            "sensitivity": MetricThreshold(threshold=cfg.min_sensitivity, greater_is_better=True)}
-
-
 def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, alias)
@@ -91,39 +92,52 @@ def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
         return None
 
 
-def _describe(label: str, version: ModelVersion, ev: dict) -> str:
-    return (f"{label} v{version.version}: AUC {ev['auc']:.4f}, sensitivity {ev['sensitivity']:.3f}, "
-            f"specificity {ev['specificity']:.3f}, accuracy {ev['accuracy']:.3f}")
-
-
-def _checks(cfg: PromoteConfig, ch: dict, cp: dict | None) -> list[str]:
-    lines = [f"  AUC {ch['auc']:.4f} >= min {cfg.min_auc:.4f}: {'ok' if ch['auc'] >= cfg.min_auc else 'FAILED'}",
-             f"  sensitivity {ch['sensitivity']:.3f} >= min {cfg.min_sensitivity:.3f}: "
-             f"{'ok' if ch['sensitivity'] >= cfg.min_sensitivity else 'FAILED'}"]
-    if cp is not None:
-        gain = ch["auc"] - cp["auc"]
-        lines.append(f"  AUC gain {gain:+.4f} >= margin {cfg.margin:.4f}: {'ok' if gain >= cfg.margin else 'FAILED'}")
-    return lines
+Compare = Callable[[ModelVersion, ModelVersion, str], Paired]
 
 
 def promote(name: str, cfg: PromoteConfig,
-            evaluate_champion: Callable[[ModelVersion, ModelVersion, str], ModelVersion | None] | None = None
-            ) -> Decision:
+            evaluate_champion: Callable[[ModelVersion, ModelVersion, str], ModelVersion | None] | None = None,
+            compare: Compare | None = None) -> Decision:
     """Champion moves to the challenger only if both carry an evaluation on the challenger's test
-    fingerprint and MLflow's validation of the criteria (cfg) passes. `evaluate_champion(champion,
-    challenger, fingerprint)` may evaluate the champion on that test set first (it returns the
-    re-read version, or None when it cannot). The decision is recorded either way."""
+    fingerprint, MLflow's validation of the floors passes and the paired test on the same films does.
+    `evaluate_champion(champion, challenger, fingerprint)` may evaluate the champion on that test set
+    first (it returns the re-read version, or None when it cannot); `compare(challenger, champion,
+    fingerprint)` runs the paired test from both evaluations' per-film probabilities (it raises a
+    PipelineError when it cannot). Both are injected so this layer needs no model and no statistics.
+    The decision is recorded either way."""
     client = MlflowClient()
     challenger = _alias(client, name, CHALLENGER)
     if challenger is None:
         raise RegistryError(f"model '{name}' has no '{CHALLENGER}' version; run `make retrain-best` first")
     champion = _alias(client, name, CHAMPION)
-    decision = _decide(client, name, cfg, challenger, champion, evaluate_champion)
+    decision = _decide(client, name, cfg, challenger, champion, evaluate_champion, compare)
     record(name, cfg, decision)
     return decision
 
 
-def _decide(client, name, cfg, challenger, champion, evaluate_champion) -> Decision:
+def _paired(champion, challenger, fp, evaluate_champion, compare, lines) -> tuple[Paired | None, str]:
+    """The paired test, re-evaluating the champion once when its recorded evaluation has no usable
+    per-film probabilities (an older version); (None, why) when there is no test to be had."""
+    if compare is None:
+        return None, "no paired test was given to compare the two versions film by film"
+    try:
+        return compare(challenger, champion, fp), ""
+    except PredictionsMissing as err:
+        if evaluate_champion is None or err.version != str(champion.version):
+            return None, str(err)
+        lines.append(f"  {err}: evaluating champion v{champion.version} on {fp} again")
+    except PipelineError as err:
+        return None, str(err)
+    refreshed = evaluate_champion(champion, challenger, fp)
+    if refreshed is None:
+        return None, f"champion v{champion.version} could not be evaluated again on {fp}"
+    try:
+        return compare(challenger, refreshed, fp), ""
+    except PipelineError as err:
+        return None, str(err)
+
+
+def _decide(client, name, cfg, challenger, champion, evaluate_champion, compare) -> Decision:
     cp_version = champion.version if champion else None
 
     def kept(lines: list[str], fp: str | None = None, figures: dict | None = None) -> Decision:
@@ -139,30 +153,38 @@ def _decide(client, name, cfg, challenger, champion, evaluate_champion) -> Decis
         return kept([f"challenger v{challenger.version} has no complete evaluation on its test set "
                      f"({TEST_FINGERPRINT}={fp or 'missing'}); run `make evaluate MODEL=models:/{name}/"
                      f"{challenger.version} DATA_DIR=...` or retrain"])
-    lines = [f"test set {fp}", _describe("challenger", challenger, ch_eval)]
+    lines = [f"test set {fp}", describe("challenger", challenger, ch_eval)]
     figures = {f"challenger_{k}": v for k, v in ch_eval.items()}
-    cp_eval = None
+    paired_ok, paired_lines = True, []
     if champion is not None:
         cp_eval = evaluation_on(champion, fp)
         if cp_eval is None and evaluate_champion is not None:
             lines.append(f"champion v{champion.version} has no evaluation on {fp}: evaluating it there first")
             refreshed = evaluate_champion(champion, challenger, fp)
+            champion = refreshed or champion
             cp_eval = evaluation_on(refreshed, fp) if refreshed is not None else None
         if cp_eval is None:
             others = ", ".join(evaluated_fingerprints(champion)) or "none"
             return kept([*lines, f"champion v{champion.version} is evaluated on {others}, the challenger on {fp}: "
                          "not comparable (the challenger's test files are gone or changed); evaluate both on one "
                          f"set with `make evaluate MODEL=models:/{name}/N DATA_DIR=...`"], fp, figures)
-        lines.append(_describe("champion  ", champion, cp_eval))
+        lines.append(describe("champion  ", champion, cp_eval))
         figures.update({f"champion_{k}": v for k, v in cp_eval.items()})
-    lines.extend(_checks(cfg, ch_eval, cp_eval))
+        paired, why = _paired(champion, challenger, fp, evaluate_champion, compare, lines)
+        if paired is None:
+            return kept([*lines, *floor_checks(cfg, ch_eval), f"  no paired test: {why}; evaluate both versions "
+                         f"on one set with `make evaluate MODEL=models:/{name}/N DATA_DIR=...`"], fp, figures)
+        figures.update(paired.figures())
+        paired_lines, paired_ok = paired_checks(cfg, paired)
+    lines.extend([*floor_checks(cfg, ch_eval), *paired_lines])
     from mlflow.models.evaluation import EvaluationResult
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
     try:
-        mlflow.validate_evaluation_results(thresholds(cfg, champion is not None), EvaluationResult(ch_eval, {}),
-                                           EvaluationResult(cp_eval, {}) if cp_eval is not None else None)
+        mlflow.validate_evaluation_results(floor_thresholds(cfg), EvaluationResult(ch_eval, {}))
     except ModelValidationFailedException:
+        return kept(lines, fp, figures)
+    if not paired_ok:
         return kept(lines, fp, figures)
     if champion is not None:
         client.set_registered_model_alias(name, PREVIOUS, champion.version)

@@ -6,6 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.cli import main
+from pipeline.evaluate.testset import manifest_of_run
 from pipeline.registry.promotion import TEST_FINGERPRINT
 
 pytestmark = pytest.mark.slow  # real Keras model from a real MLflow registry
@@ -27,6 +28,16 @@ def test_evaluate_a_version_on_a_folder_tags_it_by_fingerprint(registry, synthet
     assert run.data.tags["test_fingerprint"] == fp
     assert float(version.tags[f"eval.{fp}.auc"]) == pytest.approx(run.data.metrics["test_auc"], abs=1e-6)
     assert {"roc_auc", "accuracy_score", "recall_score", "specificity"} <= set(run.data.metrics)  # mlflow.evaluate
+    for metric in ("auc", "accuracy", "sensitivity", "specificity"):  # each figure with its 95% interval
+        low, high = (float(version.tags[f"eval.{fp}.{metric}_ci_{end}"]) for end in ("low", "high"))
+        assert low <= float(version.tags[f"eval.{fp}.{metric}"]) <= high and high - low > 0.05, metric  # n=12
+        assert run.data.metrics[f"test_{metric}_ci_low"] == pytest.approx(low, abs=1e-6)
+    assert {"test_precision_ci_low", "test_npv_ci_high", "test_auc_se"} <= set(run.data.metrics)
+    r = run.data.metrics
+    assert f"auc          {r['test_auc']:.4f} [{r['test_auc_ci_low']:.4f}, {r['test_auc_ci_high']:.4f}]" in out
+    table = manifest_of_run(run.info.run_id)
+    assert {"sha", "label", "probability"} <= set(table.columns) and table["sha"].is_unique
+    assert len(table) == int(run.data.tags["evaluation_images"])  # one row per film, keyed by its content hash
     files = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     assert {f"evaluation/{f}" for f in ("roc_curve.png", "pr_curve.png", "confusion_matrix.png",
                                         "gradcam_test.png")} <= files

@@ -5,11 +5,13 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from pipeline.cli import main
 from pipeline.config import PromoteConfig
+from pipeline.evaluate.paired import compare_versions
 from pipeline.registry.promotion import (
     CHALLENGER,
     CHAMPION,
@@ -22,6 +24,7 @@ from pipeline.registry.promotion import (
     register,
 )
 from tests.helpers import RETRAIN_ARGV
+from tests.integration.registry.films import constructed_version, films, scores
 
 pytestmark = pytest.mark.slow  # real Keras training, MLflow registry
 TRAINED = "trained"
@@ -67,7 +70,8 @@ def test_retrain_registers_an_image_pyfunc_with_keras_model_evaluation_and_linea
     v = client.get_model_version_by_alias(own_version, CHALLENGER)
     fp = v.tags[TEST_FINGERPRINT]
     for metric in ("auc", "accuracy", "sensitivity", "specificity"):
-        assert 0.0 <= float(v.tags[f"eval.{fp}.{metric}"]) <= 1.0
+        assert 0.0 <= float(v.tags[f"eval.{fp}.{metric}_ci_low"]) <= float(v.tags[f"eval.{fp}.{metric}"]) \
+            <= float(v.tags[f"eval.{fp}.{metric}_ci_high"]) <= 1.0
     run = client.get_run(v.tags["retrain_run_id"])
     search = client.get_run(run.data.tags["search_run_id"])
     assert run.data.tags["best_trial"] == search.data.tags["best_trial"]
@@ -79,6 +83,8 @@ def test_retrain_registers_an_image_pyfunc_with_keras_model_evaluation_and_linea
     assert {f"evaluation/{f}" for f in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png", "gradcam_test.png",
                                         "predictions.csv")} <= files
     assert {"test_auc", "test_pr_auc", "test_specificity", "roc_auc", "pr_auc", "accuracy_score"} <= set(run.data.metrics)
+    assert {f"test_{m}_ci_{e}" for m in ("auc", "accuracy", "sensitivity", "specificity", "precision", "npv")
+            for e in ("low", "high")} <= set(run.data.metrics)
     contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
     assert contexts == {"train", "val", "test"}  # lineage through mlflow.log_input
     mlmodel = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/MLmodel")).read_text()
@@ -89,29 +95,36 @@ def test_retrain_registers_an_image_pyfunc_with_keras_model_evaluation_and_linea
 
 def test_every_promotion_needs_the_auc_floor_and_sensitivity_and_margin(registry):
     name, cfg = "t-rules", PromoteConfig(min_auc=0.8, min_sensitivity=0.9, margin=0.01)
-    new_version(name, 0.436)  # worse than chance: not even the first version may become champion
-    decision = promote(name, cfg)
-    assert not decision.promoted and "AUC 0.4360 >= min 0.8000: FAILED" in decision.reason
+    labels, latent, shas = films(seed=10)
+    fp = "a1a1a1a1a1a1a1a1"
+    constructed_version(name, labels, 1 - scores(latent, 1.0, seed=11), shas, fp)  # inverted: worse than chance
+    decision = promote(name, cfg, compare=compare_versions)  # not even the first version may become champion
+    assert not decision.promoted and "min 0.8000: FAILED" in decision.reason and decision.figures["challenger_auc"] < 0.5
     assert alias(name, CHAMPION) is None
 
-    first = new_version(name, 0.90)
-    assert promote(name, cfg).promoted and alias(name, CHAMPION) == first
+    champion = scores(latent, 0.8, seed=12)
+    first = constructed_version(name, labels, champion, shas, fp)
+    assert promote(name, cfg, compare=compare_versions).promoted and alias(name, CHAMPION) == first
 
-    new_version(name, 0.905)  # better, but by less than the margin
-    decision = promote(name, cfg)
+    nudged = champion + np.where(np.arange(len(labels)) % 50 == 0, 0.2 * labels, 0)  # a few films better: a tiny gain
+    constructed_version(name, labels, nudged, shas, fp)
+    decision = promote(name, cfg, compare=compare_versions)
+    assert 0 < decision.figures["paired_auc_difference"] < 0.01  # control: a gain, but under the margin
     assert not decision.promoted and "margin 0.0100: FAILED" in decision.reason and alias(name, CHAMPION) == first
 
-    new_version(name, 0.99, sensitivity=0.80)  # better AUC, misses too many pneumonias
-    decision = promote(name, cfg)
+    much_better = scores(latent, 0.2, seed=13)
+    constructed_version(name, labels, much_better, shas, fp, sensitivity=0.8)  # misses too many pneumonias
+    decision = promote(name, cfg, compare=compare_versions)
     assert not decision.promoted and "sensitivity 0.800 >= min 0.900: FAILED" in decision.reason
+    assert decision.figures["paired_p_value"] < 0.001  # control: only the sensitivity floor refused it
 
-    better = new_version(name, 0.95)
-    decision = promote(name, cfg)
+    better = constructed_version(name, labels, much_better, shas, fp)
+    decision = promote(name, cfg, compare=compare_versions)
     assert decision.promoted and alias(name, CHAMPION) == better and alias(name, PREVIOUS) == first
     # the decision is recorded: a run with the criteria, and tags on both versions pointing to it
     run = MlflowClient().get_run(decision.run_id)
     assert run.data.params["criteria.min_auc"] == "0.8" and run.data.tags["decision"] == "promoted"
-    assert run.data.metrics["challenger_auc"] == pytest.approx(0.95)
+    assert run.data.metrics["challenger_auc"] == pytest.approx(decision.figures["challenger_auc"])
     assert mlflow.get_experiment(run.info.experiment_id).name == PROMOTION_EXPERIMENT
     for v in (better, first):
         assert MlflowClient().get_model_version(name, v).tags["promotion.run_id"] == decision.run_id
@@ -137,7 +150,7 @@ def test_champion_is_evaluated_on_the_challengers_test_set_first(registry, capsy
                           {k: v for k, v in src.tags.items() if k.startswith("eval.") or k == TEST_FINGERPRINT})
     code = main(["promote", "--model-name", name, "--min-auc", "0", "--min-sensitivity", "0", "--margin", "0.5"])
     out = capsys.readouterr().out
-    assert "evaluating it there first" in out
+    assert "evaluating it there first" in out and "AUC difference +0.0000" in out  # same weights, same films
     champion = MlflowClient().get_model_version(name, first)
     assert float(champion.tags[f"eval.{fp}.auc"]) == pytest.approx(float(src.tags[f"eval.{fp}.auc"]), abs=1e-6)
     # same weights, so no gain of 0.5: kept, and the exit code says so
@@ -146,14 +159,16 @@ def test_champion_is_evaluated_on_the_challengers_test_set_first(registry, capsy
 
 def test_promote_command_exit_codes_and_rollback_that_sticks(registry, capsys):
     name = "t-commands"
-    first = new_version(name, 0.90)
+    labels, latent, shas = films(seed=20)
+    first = constructed_version(name, labels, scores(latent, 1.0, seed=21), shas, "b2b2b2b2b2b2b2b2")
     assert main(["promote", "--model-name", name]) == 0
     assert f"promoted v{first} to 'champion'" in capsys.readouterr().out and alias(name, CHAMPION) == first
     assert main(["promote", "--model-name", name]) == KEPT_EXIT_CODE  # already champion: nothing changes
     assert "refused" in capsys.readouterr().out
 
-    second = new_version(name, 0.95)
+    second = constructed_version(name, labels, scores(latent, 0.3, seed=22), shas, "b2b2b2b2b2b2b2b2")
     assert main(["promote", "--model-name", name]) == 0 and alias(name, CHAMPION) == second
+    assert "paired DeLong on 624 films" in capsys.readouterr().out
     assert main(["promote", "--model-name", name, "--rollback"]) == 0
     assert alias(name, CHAMPION) == first and alias(name, PREVIOUS) == second
     assert alias(name, CHALLENGER) is None  # rollback took the alias off the rolled-back version ...
