@@ -22,3 +22,36 @@ def runs_of(experiment: str):
 
     exp = mlflow.get_experiment_by_name(experiment)
     return mlflow.search_runs([exp.experiment_id], output_format="list")
+
+
+# Distinctive fake header values: tests write them into DICOM files and look for them in everything a run writes.
+FAKE_HEADER = {"PatientName": "PATIENT^TESTNAME", "PatientID": "PID-7731", "PatientBirthDate": "19700101",
+               "StudyDate": "20010911", "SeriesDate": "20020412", "AcquisitionDate": "20030517",
+               "AccessionNumber": "ACC-55213", "InstitutionName": "Test Institution 42",
+               "ReferringPhysicianName": "DR^REFERRER^QZX"}
+
+
+def write_dicom(path: Path, stored, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
+                transfer_syntax=None, **elements) -> Path:
+    """A single-frame CR file of `stored` (2-D uint8/uint16 stored values) with the fake patient header, the
+    DICM preamble and any further elements (WindowCenter=..., VOILUTSequence=...); `transfer_syntax` compresses."""
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    stored = np.ascontiguousarray(stored)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CR"
+    for key, value in {**FAKE_HEADER, **elements}.items():
+        setattr(ds, key, value)
+    bits = bits_stored or stored.dtype.itemsize * 8
+    ds.set_pixel_data(stored, photometric_interpretation=photometric, bits_stored=bits)
+    if transfer_syntax is not None:
+        ds.compress(transfer_syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path
