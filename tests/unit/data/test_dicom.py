@@ -10,16 +10,15 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.pixels import get_decoder
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pipeline.config import PreprocessConfig
 from pipeline.data.dataset import is_image_file, load_dataset, scan
 from pipeline.data.dicom import file_problem
 from pipeline.data.preprocess import ImageError, decode_bytes, preprocess_array, read_image, to_gray_uint8
-from tests.helpers import FAKE_HEADER, REPO, write_dicom
+from tests.helpers import DICOM_TWINS, FAKE_HEADER, REPO, write_dicom
 
 REAL_TRAIN = REPO.parent / "shared" / "data" / "chest_xray" / "train"
 CFG = PreprocessConfig(image_size=64)
@@ -34,39 +33,9 @@ def films() -> list[np.ndarray]:
     return [to_gray_uint8(read_image(p)) for p in paths]
 
 
-def _voi_lut_sequence() -> Sequence:
-    """A 12-bit -> 16-bit VOI LUT that undoes the x16 of the 12-bit twin (each entry (x // 16) * 257)."""
-    item = Dataset()
-    item.add_new(0x00283002, "US", [4096, 0, 16])  # LUT Descriptor: entries, first mapped value, bits
-    item.add_new(0x00283006, "US", [int((x // 16) * 257) for x in range(4096)])  # LUT Data
-    return Sequence([item])
-
-
-# kind -> (stored values from the 8-bit film, write_dicom keywords); each must read back as the film itself
-TWINS = {
-    "monochrome2_8bit": (lambda g: g, {}),
-    "monochrome1_8bit": (lambda g: 255 - g, {"photometric": "MONOCHROME1"}),
-    "12bit_window": (lambda g: g.astype(np.uint16) * 16, {"bits_stored": 12, "WindowCenter": 2040.5, "WindowWidth": 4081}),
-    "12bit_window_monochrome1": (lambda g: 4080 - g.astype(np.uint16) * 16,
-                                 {"photometric": "MONOCHROME1", "bits_stored": 12, "WindowCenter": 2040.5,
-                                  "WindowWidth": 4081}),
-    # Modality LUT (rescale) first, then a LINEAR_EXACT window given in rescaled units
-    "16bit_rescale_window": (lambda g: g.astype(np.uint16) * 257,
-                             {"RescaleSlope": 0.5, "RescaleIntercept": -1000, "VOILUTFunction": "LINEAR_EXACT",
-                              "WindowCenter": -1000 + 32767.5 / 2, "WindowWidth": 32767.5}),
-    # the LUT wins over the (contradicting, much narrower) window, as PS3.3 C.11.2 and apply_voi_lut say
-    "12bit_voi_lut_sequence": (lambda g: g.astype(np.uint16) * 16,
-                               {"bits_stored": 12, "VOILUTSequence": _voi_lut_sequence(), "WindowCenter": 100,
-                                "WindowWidth": 50}),
-    "12bit_window_rle_compressed": (lambda g: g.astype(np.uint16) * 16,
-                                    {"bits_stored": 12, "WindowCenter": 2040.5, "WindowWidth": 4081,
-                                     "transfer_syntax": RLELossless}),
-}
-
-
-@pytest.mark.parametrize("kind", sorted(TWINS))
+@pytest.mark.parametrize("kind", sorted(DICOM_TWINS))
 def test_a_dicom_twin_of_a_real_film_reads_back_as_the_film(films, kind, tmp_path):
-    make, keywords = TWINS[kind]
+    make, keywords = DICOM_TWINS[kind]
     for i, film in enumerate(films):
         stored = make(film)
         assert not np.array_equal(stored, film) or kind == "monochrome2_8bit"  # the control: the file differs
