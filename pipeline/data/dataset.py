@@ -16,12 +16,13 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline.config import DataConfig, PipelineError, PreprocessConfig
+from pipeline.data import dicom
 
 log = logging.getLogger(__name__)
 
 CLASSES = ("NORMAL", "PNEUMONIA")  # label 0, label 1
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", *dicom.DICOM_SUFFIXES}  # and any file with the DICM marker
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 # Kermany file names carry the patient: person123_bacteria_45, IM-0115-0001, NORMAL2-IM-0427-0001.
 _PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.I), re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-", re.I))
@@ -86,18 +87,36 @@ def _entry_problem(path: Path) -> str | None:
         return "a folder, not an image file (images must sit directly in the class folder)"
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file (device, pipe or socket)"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return f"not an image file (suffix {path.suffix or 'none'!r}; expected .jpeg, .jpg or .png)"
     if info.st_size == 0:
-        return "empty file (0 bytes)"
+        return "empty file (0 bytes)" if path.suffix.lower() in IMAGE_SUFFIXES else _not_an_image(path)
     try:
         with path.open("rb") as handle:
-            head = handle.read(8)
+            head = handle.read(dicom.MAGIC_OFFSET + len(dicom.MAGIC))
     except OSError as err:
         return f"cannot be read ({err.strerror})"
+    if dicom.is_dicom(path.name, head):  # the header says whether it is one film, before any pixel is decoded
+        return dicom.file_problem(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return _not_an_image(path)
     if not any(head.startswith(magic) for magic in _MAGIC):
         return "not a readable JPEG or PNG (bad file header)"
     return None
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its name, or a DICOM file by its marker whatever its name (archives often use none)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            return dicom.has_magic(handle.read(dicom.MAGIC_OFFSET + len(dicom.MAGIC)))
+    except OSError:
+        return False
+
+
+def _not_an_image(path: Path) -> str:
+    return (f"not an image file (suffix {path.suffix or 'none'!r}; expected .jpeg, .jpg, .png or .dcm, "
+            "or a DICOM file with the DICM marker at byte 128)")
 
 
 _file_problem = _entry_problem  # the older name, still imported by evaluate.py

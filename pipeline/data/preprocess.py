@@ -14,10 +14,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig
+from pipeline.data.dicom import DicomError, is_dicom, read_dicom
 
 
 class ImageError(ValueError):
-    """An image file could not be decoded."""
+    """An image file could not be decoded; `reason` is the message without the file's name."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 def to_gray_uint8(image: np.ndarray) -> np.ndarray:
@@ -41,12 +46,23 @@ def preprocess_array(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return cv2.resize(equalized, (cfg.image_size, cfg.image_size), interpolation=cv2.INTER_AREA)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+def decode_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """File bytes -> what OpenCV decodes (JPEG, PNG: 8/16 bit, gray, RGB or RGBA), or for DICOM (by `.dcm`
+    name or the DICM marker) 8-bit gray as a viewer shows it; training and serving both decode here."""
+    if is_dicom(name, data[:132]):
+        try:
+            return read_dicom(data)
+        except DicomError as err:
+            raise ImageError(f"{name}: {err}", reason=str(err)) from None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None or image.size == 0:
-        raise ImageError(f"{path}: cannot be decoded as an image")
+        reason = "cannot be decoded as a JPEG, PNG or DICOM image"
+        raise ImageError(f"{name}: {reason}", reason=reason)
     return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    return decode_bytes(Path(path).read_bytes(), str(path))
 
 
 def preprocess_file(path: str | Path, cfg: PreprocessConfig) -> np.ndarray:
@@ -80,7 +96,9 @@ def load_images(manifest: pd.DataFrame, cfg: PreprocessConfig, cache_dir: Path,
     def work(i: int) -> None:
         try:
             images[i] = preprocess_file(paths[i], cfg)
-        except (ImageError, cv2.error) as err:
+        except ImageError as err:
+            failed[paths[i]] = err.reason or f"cannot be decoded as an image ({err.__class__.__name__})"
+        except cv2.error as err:
             failed[paths[i]] = f"cannot be decoded as an image ({err.__class__.__name__})"
 
     # OpenCV releases the GIL, so threads use every core for decode + CLAHE.

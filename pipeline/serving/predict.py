@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import LIME_SAMPLES
-from pipeline.data.dataset import IMAGE_SUFFIXES
+from pipeline.data.dataset import IMAGE_SUFFIXES, is_image_file
 from pipeline.data.preprocess import ImageError, to_gray_uint8, to_model_input
 from pipeline.explain.gradcam import gradcam, overlay
 from pipeline.explain.lime import agreement, explain_lime, lime_overlay
@@ -48,13 +48,14 @@ class PredictionRun:
 
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[Prediction]]:
-    """Files, folders (searched recursively for .jpeg/.jpg/.png) and glob patterns -> image files, in a
-    stable order without duplicates; an item that names nothing becomes an error row."""
+    """Files, folders (searched recursively for .jpeg/.jpg/.png/.dcm, and files of any name with the DICOM
+    marker) and glob patterns -> image files, in a stable order without duplicates; an item that names
+    nothing becomes an error row."""
     found, missing = [], []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
         elif path.is_file():
             matches = [path]
         else:
@@ -72,7 +73,12 @@ def overlay_names(paths: list[Path]) -> list[str]:
     if not paths:
         return []
     root = Path(os.path.commonpath([str(p.parent) for p in paths]))
-    return ["__".join(p.relative_to(root).with_suffix("").parts) + "_gradcam.png" for p in paths]
+    return ["__".join(_stem(p.relative_to(root)).parts) + "_gradcam.png" for p in paths]
+
+
+def _stem(path: Path) -> Path:
+    """Drop an image suffix only: DICOM names such as 1.2.840.5 and 1.2.840.6 must not both become 1.2.840."""
+    return path.with_suffix("") if path.suffix.lower() in IMAGE_SUFFIXES else path
 
 
 def film_overlay(raw: np.ndarray, cam: np.ndarray, probability: float, label: str) -> np.ndarray:

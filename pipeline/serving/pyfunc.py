@@ -19,9 +19,11 @@ import pandas as pd
 
 from pipeline.config import PreprocessConfig
 from pipeline.data.dataset import CLASSES
-from pipeline.data.preprocess import ImageError, preprocess_array, to_model_input
+from pipeline.data.preprocess import ImageError, decode_bytes, preprocess_array, to_model_input  # noqa: F401
 from pipeline.modeling.calibration import Calibration
 from pipeline.modeling.ood import OodDetector
+
+# decode_bytes (re-exported above) is training's own: JPEG, PNG or DICOM bytes give the array training decodes
 
 KERAS_ARTIFACT = "keras_model"  # the artifact key inside the pyfunc, and the run's mlflow.keras model path
 INPUT_COLUMNS = ("image", "path")
@@ -37,14 +39,6 @@ class ModelOutputs:
     probability: np.ndarray
     ood_score: np.ndarray
     in_distribution: np.ndarray
-
-
-def decode_bytes(data: bytes, name: str = "image") -> np.ndarray:
-    """File bytes (JPEG or PNG; 8/16 bit; gray, RGB or RGBA) -> the array OpenCV decodes, unchanged."""
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if image is None or image.size == 0:
-        raise ImageError(f"{name}: cannot be decoded as a JPEG or PNG image")
-    return image
 
 
 def decode_base64(text: str, name: str = "image") -> np.ndarray:
@@ -187,7 +181,7 @@ def requirements() -> list[str]:
 
     pins = []
     for package in ("mlflow", "tensorflow-cpu", "keras", "opencv-python-headless", "numpy", "pandas", "scikit-learn",
-                    "tqdm"):
+                    "tqdm", "pydicom", "pillow"):  # pillow: pydicom's JPEG / JPEG 2000 decoder
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
