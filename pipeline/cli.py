@@ -139,7 +139,8 @@ def cmd_retrain_best(a) -> int:
     cfg = RetrainConfig(epochs=a.epochs, fine_tune_epochs=a.fine_tune_epochs, fine_tune_layers=a.fine_tune_layers,
                         fine_tune_lr_factor=a.fine_tune_lr_factor, fine_tune_lr=a.fine_tune_lr, batch_size=a.batch_size, patience=a.patience,
                         threshold_rule=a.threshold_rule, target_sensitivity=a.target_sensitivity,
-                        model_name=a.model_name, gradcam_images=a.gradcam_images, lime_images=a.lime_images)
+                        model_name=a.model_name, gradcam_images=a.gradcam_images, lime_images=a.lime_images,
+                        sanity_images=a.sanity_images)
     tracking.setup(a.experiment)
     search = find_search(a.experiment, a.search_run_id)
     p = search.params
@@ -204,6 +205,10 @@ def cmd_promote(a) -> int:
             return evaluate_like(champion, challenger, fingerprint, tags=_extra_tags())
 
         decision = promote(a.model_name, cfg, evaluate_champion)
+    from pipeline.registry.model_card import publish_card
+
+    for number in {decision.challenger, decision.champion} - {None}:  # aliases and decision tags changed
+        publish_card(a.model_name, number)
     print(decision.reason)
     if decision.run_id:
         print(f"decision recorded: run {decision.run_id} (experiment 'model-promotions') and tags promotion.* "
@@ -223,6 +228,9 @@ def cmd_evaluate(a) -> int:
     manifest = labelled_manifest(Path(a.data_dir))
     print(f"evaluating {version.name} v{version.version} on {len(manifest)} images of {a.data_dir}", flush=True)
     result = evaluate_version(version, manifest, gradcam_images=a.gradcam_images, tags=_extra_tags())
+    from pipeline.registry.model_card import publish_card
+
+    publish_card(version.name, version.version)  # the card gains this evaluation
     r = result.report
     print(f"fingerprint {result.fingerprint}  n={len(result.manifest)}  threshold {r['threshold']:.3f} (the version's)")
     for key in ("test_auc", "test_pr_auc", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
@@ -230,6 +238,27 @@ def cmd_evaluate(a) -> int:
         print(f"  {key[5:]:12s} {r[key]:.4f}")
     print(f"run {result.run_id} (experiment '{a.experiment}'); tagged v{version.version} "
           f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}}")
+    return 0
+
+
+def cmd_model_card(a) -> int:
+    from pipeline.infra import tracking
+    from pipeline.registry.model_card import card_of
+
+    check_model_uri(a.model)
+    output = Path(a.output) if a.output else None
+    if output is not None:
+        check_folder(output.parent, "--output")
+        if output.is_dir():
+            raise ConfigError(f"--output {output} is a folder: give a file name, e.g. {output / 'model_card.md'}")
+    tracking.connect()
+    card = card_of(a.model)
+    if output is None:
+        print(card)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(card)
+        print(f"model card of {a.model} written to {output}")
     return 0
 
 
@@ -345,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="pneumonia-classifier", help="registered model name (default: %(default)s)")
     p.add_argument("--gradcam-images", type=int, default=12, help="test images in the Grad-CAM grid (default: %(default)s)")
     p.add_argument("--lime-images", type=int, default=0, help="LIME grid of the same test images and its agreement with Grad-CAM; slow (default: %(default)s)")
+    p.add_argument("--sanity-images", type=int, default=RetrainConfig().sanity_images, help="test films of the explanation sanity checks (Grad-CAM randomization, border/centre AUC; docs/model-card.md); 0 turns them off (default: %(default)s)")
     p.set_defaults(func=cmd_retrain_best)
 
     defaults = PretrainConfig()
@@ -384,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="pneumonia-evaluate", help="MLflow experiment of the evaluation runs (default: %(default)s)")
     p.add_argument("--gradcam-images", type=int, default=8, help="images in the Grad-CAM grid; 0 for none (default: %(default)s)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("model-card", help="print (or write) the model card of a registered version",
+                       description="The Markdown card of MODEL, from what the registry and its runs hold (also the "
+                                   "version's description in the MLflow UI and the artifact model_card.md of its run).")
+    p.add_argument("--model", default="models:/pneumonia-classifier@champion", help="models:/NAME@ALIAS or models:/NAME/VERSION (default: %(default)s)")
+    p.add_argument("--output", default=None, help="write the card to this file instead of printing it")
+    p.set_defaults(func=cmd_model_card)
 
     p = sub.add_parser("predict", help="classify images with a registered model, write Grad-CAM overlays",
                        description="Load a model from the registry (models:/NAME@ALIAS) and classify images.")

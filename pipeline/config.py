@@ -217,6 +217,7 @@ class RetrainConfig:
     model_name: str = "pneumonia-classifier"
     gradcam_images: int = 12
     lime_images: int = 0  # LIME costs seconds per image: off unless asked
+    sanity_images: int = 32  # test films of the explanation sanity checks (explain/sanity.py); 0: off
     deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see README)
 
     def __post_init__(self):
@@ -229,7 +230,7 @@ class RetrainConfig:
         if self.fine_tune_lr is not None:
             _in_range("fine_tune_lr", self.fine_tune_lr, 0.0, 1.0, low_open=True)
         for name, low in (("epochs", 1), ("fine_tune_epochs", 0), ("batch_size", 1), ("patience", 1),
-                          ("gradcam_images", 0), ("lime_images", 0)):
+                          ("gradcam_images", 0), ("lime_images", 0), ("sanity_images", 0)):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= low, name, value, f"an integer >= {low}")
 
