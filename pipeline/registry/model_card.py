@@ -120,7 +120,7 @@ def _training_data(tags: dict, search) -> list[str]:
         lines += [f"| {s} | " + " | ".join(str(n.get(c, 0)) for c in classes) + f" | {sum(n.values())} |"
                   for s, n in counts.items()]
     else:
-        lines += ["Counts per split and class: not recorded for this version."]
+        lines += ["", "Counts per split and class: not recorded for this version."]
     p = search.data.params if search else {}
     if p:
         rule = (f"test: the data set's `test/` as given. Validation: its own `val/` when that holds at least "
