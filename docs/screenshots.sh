@@ -9,11 +9,11 @@ experiment=${1:-pneumonia-search}
 model=${2:-pneumonia-classifier}
 db=${MLFLOW_DB:-mlruns/mlflow.db}
 shots=${SHOTS:-mlflow-compare mlflow-trial-gradcam mlflow-registry mlflow-experiment model-card}
-port=5055
+port=${PORT:-5055}
 .venv/bin/mlflow ui --backend-store-uri "sqlite:///$db" --host 127.0.0.1 --port $port >/tmp/mlflow-ui.log 2>&1 &
 ui=$!
 trap 'kill $ui' EXIT
-for _ in $(seq 60); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
+for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done  # minutes on a loaded machine
 
 # Pages to shoot, from what the store holds.
 eval "$(.venv/bin/python - "$experiment" "$model" "$db" <<'PY'
