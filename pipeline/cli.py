@@ -12,6 +12,7 @@ from pipeline.command_config import (
     DataCheckOptions,
     DownloadOptions,
     EvaluateOptions,
+    ModelCardOptions,
     PredictOptions,
     PretrainOptions,
     PromoteOptions,
@@ -81,6 +82,10 @@ COMMANDS = (
             "Metrics, ROC, PR, confusion matrix and Grad-CAM of MODEL on DATA_DIR (NORMAL/ + PNEUMONIA/, or a "
             "data-set root's test/), as an MLflow run linked to the version.",
             (Flags(EvaluateOptions),)),
+    Command("model-card", commands.model_card, "print (or write) the model card of a registered version",
+            "The Markdown card of MODEL, from what the registry and its runs hold (also the version's description "
+            "in the MLflow UI and the artifact model_card.md of its run).",
+            (Flags(ModelCardOptions),)),
     Command("predict", commands.predict, "classify images with a registered model, write Grad-CAM overlays",
             "Load a model from the registry (models:/NAME@ALIAS) and classify images.",
             (Flags(PredictOptions),)),

@@ -89,5 +89,19 @@ class PredictOptions:
 
 
 @dataclass(frozen=True)
+class ModelCardOptions:
+    model: str = setting(CHAMPION, "models:/NAME@ALIAS or models:/NAME/VERSION")
+    output: Path | None = setting(None, "write the card to this file instead of printing it", default_text="print it")
+
+    def __post_init__(self):
+        check_model_uri(self.model)
+        if self.output is not None:
+            check_folder(Path(self.output).parent, "--output")
+            if Path(self.output).is_dir():
+                raise ConfigError(f"--output {self.output} is a folder: give a file name, e.g. "
+                                  f"{Path(self.output) / 'model_card.md'}")
+
+
+@dataclass(frozen=True)
 class DownloadOptions:
     data_dir: Path = setting(DATA_DIR, "where the dataset goes")

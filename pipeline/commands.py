@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.command_config import (
     EvaluateOptions,
+    ModelCardOptions,
     PredictOptions,
     PretrainOptions,
     PromoteOptions,
@@ -175,6 +176,7 @@ def promote(a) -> int:
     from pipeline.evaluate.paired import compare_versions
     from pipeline.evaluate.step import EVALUATE_EXPERIMENT, evaluate_like
     from pipeline.infra import tracking
+    from pipeline.registry.model_card import publish_card
     from pipeline.registry.promotion import KEPT_EXIT_CODE, promote, rollback
 
     cfg, options = build(PromoteConfig, a), build(PromoteOptions, a)
@@ -187,6 +189,8 @@ def promote(a) -> int:
             return evaluate_like(champion, challenger, fingerprint, tags=extra_tags())
 
         decision = promote(options.model_name, cfg, evaluate_champion, compare_versions)
+    for number in {decision.challenger, decision.champion} - {None}:  # aliases and decision tags changed
+        publish_card(options.model_name, number)
     print(decision.reason)
     if decision.run_id:
         print(f"decision recorded: run {decision.run_id} (experiment 'model-promotions') and tags promotion.* "
@@ -198,6 +202,7 @@ def evaluate(a) -> int:
     from pipeline.evaluate.step import evaluate_version
     from pipeline.evaluate.testset import labelled_manifest
     from pipeline.infra import tracking
+    from pipeline.registry.model_card import publish_card
     from pipeline.registry.promotion import resolve
 
     options = build(EvaluateOptions, a)  # checks the model URI before MLflow is touched
@@ -206,12 +211,29 @@ def evaluate(a) -> int:
     manifest = labelled_manifest(Path(options.data_dir))
     print(f"evaluating {version.name} v{version.version} on {len(manifest)} images of {options.data_dir}", flush=True)
     result = evaluate_version(version, manifest, gradcam_images=options.gradcam_images, tags=extra_tags())
+    publish_card(version.name, version.version)  # the card gains this evaluation
     r = result.report
     print(f"fingerprint {result.fingerprint}  n={len(result.manifest)}  threshold {r['threshold']:.3f} (the version's)")
     print_report(r, ("auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1"))
     _print_calibration_and_ood(r)
     print(f"run {result.run_id} (experiment '{options.experiment}'); tagged v{version.version} "
           f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}} and their _ci_low/_ci_high")
+    return 0
+
+
+def model_card(a) -> int:
+    from pipeline.infra import tracking
+    from pipeline.registry.model_card import card_of
+
+    options = build(ModelCardOptions, a)
+    tracking.connect()
+    card = card_of(options.model)
+    if options.output is None:
+        print(card)
+        return 0
+    Path(options.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(options.output).write_text(card)
+    print(f"model card of {options.model} written to {options.output}")
     return 0
 
 

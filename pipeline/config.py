@@ -168,6 +168,8 @@ class RetrainConfig:
     ood_detector: str = setting("combined", "out-of-distribution guard in the served model, fitted on train "
                                             "(docs/calibration-and-ood.md)", choices=OOD_DETECTORS)
     ood_flag_share: float = setting(0.05, "share of val films the guard's threshold flags")
+    sanity_images: int = setting(32, "test films of the explanation sanity checks (Grad-CAM randomization, "
+                                     "border/centre AUC; docs/model-card.md); 0 turns them off")
     deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see docs/walkthrough.md)
 
     def __post_init__(self):
@@ -184,7 +186,7 @@ class RetrainConfig:
         if self.fine_tune_lr is not None:
             _in_range("fine_tune_lr", self.fine_tune_lr, 0.0, 1.0, low_open=True)
         _at_least(self, {"epochs": 1, "fine_tune_epochs": 0, "batch_size": 1, "patience": 1, "gradcam_images": 0,
-                         "lime_images": 0})
+                         "lime_images": 0, "sanity_images": 0})
 
 
 @dataclass(frozen=True)

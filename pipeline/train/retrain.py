@@ -6,6 +6,7 @@ register step writes on the new version.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from pipeline.config import AugmentConfig, ModelConfig, PreprocessConfig, Retrai
 from pipeline.data.dataset import Dataset
 from pipeline.evaluate.calibration import ood_tags
 from pipeline.evaluate.step import Evaluation, evaluate_model
+from pipeline.explain.sanity import log_sanity_checks
 from pipeline.infra import tracking
+from pipeline.registry.model_card import DATA_COUNTS, publish_card
 from pipeline.registry.promotion import TEST_FINGERPRINT, eval_tags, register
 from pipeline.serving.pyfunc import load
 from pipeline.train.finetune import SearchRecord, train_step
@@ -44,12 +47,16 @@ def retrain_best(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig,
         trained = train_step(dataset, search, model_cfg, augment_cfg, preprocess_cfg, cfg, features_dir, seed)
         # The test split is used once, here, after every choice (weights, threshold) is fixed.
         test = dataset.manifest[dataset.manifest["split"] == "test"].reset_index(drop=True)
-        evaluation = evaluate_model(load(trained.model_uri), test, gradcam_images=cfg.gradcam_images, seed=seed,
+        model = load(trained.model_uri)
+        evaluation = evaluate_model(model, test, gradcam_images=cfg.gradcam_images, seed=seed,
                                     lime_images=cfg.lime_images)
+        sanity = log_sanity_checks(model.model, trained.gradcam_layer, *dataset.split("test"), cfg.sanity_images, seed)
         version = register_step(trained.model_uri, evaluation, cfg.model_name, preprocess_cfg, model_cfg,
                                 {**lineage, "retrain_run_id": run.info.run_id, "gradcam_layer": trained.gradcam_layer,
-                                 **trained.version_tags, **ood_tags(evaluation.fingerprint, evaluation.report)})
+                                 **trained.version_tags, **ood_tags(evaluation.fingerprint, evaluation.report),
+                                 **sanity, DATA_COUNTS: json.dumps(dataset.counts())})
         mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})
+        publish_card(cfg.model_name, version.version)
     return run.info.run_id, version, evaluation
 
 
