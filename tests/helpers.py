@@ -1,6 +1,7 @@
 """Helpers the test modules share (fixtures live in conftest.py): command lines and paths, one home each."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,3 +23,24 @@ def runs_of(experiment: str):
 
     exp = mlflow.get_experiment_by_name(experiment)
     return mlflow.search_runs([exp.experiment_id], output_format="list")
+
+
+class Expired(BaseException):
+    """Not an Exception, so that no `except Exception` on the way (Optuna's catch=) can swallow it."""
+
+
+@contextmanager
+def time_limit(seconds: int, what: str):
+    """Fail a step that would wait forever (a resumed search waiting on a dead trial) instead of hanging the suite."""
+    import signal
+
+    def expired(signum, frame):
+        raise Expired(f"{what} took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -13,8 +13,12 @@ from filelock import FileLock
 def sqlite_file(url: str) -> Path | None:
     """The database file of a sqlite:/// URL; None for other kinds and for in-memory databases."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # a plain folder (MLflow's file store), databricks, ...: not ours to create
+        return None
     if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
         return Path(parsed.database).resolve()
     return None
