@@ -76,7 +76,7 @@ def test_feature_cache_on_a_full_disk_is_one_error_line_and_leaves_no_partial_en
 def test_predict_on_a_full_disk_is_one_error_line_and_leaves_no_empty_csv(registry, tiny_disk, synthetic_dir):
     output = tiny_disk / "predictions"
     output.mkdir()
-    with (tiny_disk / "filler").open("wb") as filler:  # fill the disk to the last byte
+    with (tiny_disk / "filler").open("wb", buffering=0) as filler:  # fill the disk to the last byte
         try:
             while True:
                 filler.write(b"\0" * 4096)
