@@ -52,12 +52,14 @@ def _require_data_dir(path: Path) -> None:
 
 
 def data_check(a) -> int:
-    from pipeline.data.dataset import load_dataset, shared_patient_ids
+    from pipeline.data.dataset import CLASSES, SPLITS, load_dataset, shared_patient_ids
+    from pipeline.data.strays import unused_entries
 
     data_cfg, pre_cfg = _data_configs(a)
     _require_data_dir(data_cfg.data_dir)
     ds = load_dataset(data_cfg, pre_cfg, progress=not a.json)
-    report = {"splits": ds.counts(), "skipped": ds.skipped, "fingerprint": ds.fingerprint}
+    unused = unused_entries(data_cfg.data_dir, SPLITS, CLASSES)  # a third class, images outside class folders
+    report = {"splits": ds.counts(), "skipped": ds.skipped, "not_used": unused, "fingerprint": ds.fingerprint}
     if a.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -70,6 +72,10 @@ def data_check(a) -> int:
               "test/ is used as given, so if these are the same patients, test figures are optimistic")
     print(f"  skipped {len(ds.skipped)} file(s)" + (":" if ds.skipped else ""))
     for item in ds.skipped:
+        print(f"    {item['path']}: {item['reason']}")
+    print(f"  not used {len(unused)} entr{'y' if len(unused) == 1 else 'ies'} (no split or class folder)"
+          + (":" if unused else ""))
+    for item in unused:
         print(f"    {item['path']}: {item['reason']}")
     return 0
 

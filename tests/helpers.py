@@ -149,3 +149,24 @@ DICOM_TWINS = {
                                     {"bits_stored": 12, "WindowCenter": 2040.5, "WindowWidth": 4081,
                                      "transfer_syntax": "1.2.840.10008.1.2.5"}),  # RLE Lossless
 }
+
+
+class Expired(BaseException):
+    """Not an Exception, so that no `except Exception` on the way (Optuna's catch=) can swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int, what: str):
+    """Fail a step that would wait forever (a resumed search waiting on a dead trial) instead of hanging the suite."""
+    import signal
+
+    def expired(signum, frame):
+        raise Expired(f"{what} took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

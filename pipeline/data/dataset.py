@@ -17,6 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline.config import DataConfig, PipelineError, PreprocessConfig
 from pipeline.data import dicom
+from pipeline.data.strays import unused_entries
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,8 @@ def scan(data_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
             for path in paths:
                 rows.append({"path": str(path), "label": label, "class_name": cls, "source_split": split,
                              "patient_id": patient_id(path.name), "sha": _content_hash(path)})
+    for item in unused_entries(data_dir, SPLITS, CLASSES):  # data-check lists them too
+        log.warning("not used: %s: %s", item["path"], item["reason"])
     manifest = pd.DataFrame(rows, columns=["path", "label", "class_name", "source_split", "patient_id", "sha"])
     _require_both_classes(manifest, data_dir, ("train", "test"))
     return manifest, skipped

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig
 from pipeline.data.dicom import DicomError, is_dicom, read_dicom
+from pipeline.infra.files import atomic_path
 
 
 class ImageError(ValueError):
@@ -106,10 +107,14 @@ def load_images(manifest: pd.DataFrame, cfg: PreprocessConfig, cache_dir: Path,
         list(tqdm(pool.map(work, range(len(paths))), total=len(paths), disable=not progress,
                   desc=f"decode + CLAHE + resize to {cfg.image_size}px", unit="img"))
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = array_path.with_suffix(f".{os.getpid()}.tmp.npy")  # one per process: workers may decode at once
-    np.save(tmp, images)
-    os.replace(tmp, array_path)  # atomic: a killed run never leaves a half-written cache entry
-    tmp_failed = failed_path.with_suffix(f".{os.getpid()}.tmp")
-    tmp_failed.write_text(json.dumps(failed, indent=1))
-    os.replace(tmp_failed, failed_path)
+    # Private names, renamed only when complete: a killed run or a full disk never leaves a partial entry.
+    way_out = f"free space there or choose another --cache-dir (this entry needs {images.nbytes / 2**20:.0f} MiB)"
+    with atomic_path(array_path, way_out) as partial:
+        np.save(partial, images)
+    try:
+        with atomic_path(failed_path, way_out) as partial:
+            partial.write_text(json.dumps(failed, indent=1))
+    except BaseException:
+        array_path.unlink(missing_ok=True)  # an entry is read only with both files: keep none or both
+        raise
     return images, failed

@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 
 from pipeline.config import ConfigError, sqlite_folder
+from pipeline.infra.fresh_store import create_once
 
 STORE = Path("mlruns")
 RUN_TYPE = "pipeline.run_type"
@@ -28,8 +29,17 @@ def connect() -> bool:
     uri = tracking_uri()
     if local:
         STORE.mkdir(parents=True, exist_ok=True)
+    create_once(uri, _create_mlflow_tables)  # commands started together on a fresh store: one migrates it
     mlflow.set_tracking_uri(uri)
     return local
+
+
+def _create_mlflow_tables(uri: str) -> None:
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)  # opening the tracking store runs its migrations
+    client.search_registered_models(max_results=1)  # and the registry's
+    for store in (client._tracking_client.store, client._get_registry_client().store):
+        store.engine.dispose()  # the file is renamed next: no connection may stay open on it
 
 
 def setup(experiment: str) -> str:
@@ -101,7 +111,7 @@ def end_runs(run_ids, status: str = "KILLED", force: bool = False) -> int:
     return changed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # signal 0: existence check only (PermissionError means it exists, as another user's)
     except ProcessLookupError:
@@ -118,7 +128,7 @@ def kill_orphans(experiment_id: str, study_name: str) -> int:
     query = (f"tags.study_name = '{study_name}' and attributes.status = 'RUNNING' "
              f"and tags.`worker.host` = '{host}'")
     runs = mlflow.search_runs([experiment_id], filter_string=query, output_format="list")
-    dead = [r for r in runs if not _alive(int(r.data.tags.get("worker.pid", "0") or 0))]
+    dead = [r for r in runs if not process_alive(int(r.data.tags.get("worker.pid", "0") or 0))]
     return end_runs([r.info.run_id for r in dead])
 
 
@@ -158,6 +168,8 @@ def optuna_storage(url: str | None, heartbeat: int, on_stale=None):
         sqlite_folder(url).mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
     # SQLite serialises writers: wait for the lock instead of failing with "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    # workers started together on a fresh file would all create its tables at once: one does
+    create_once(url, lambda fresh: optuna.storages.RDBStorage(fresh, engine_kwargs=engine_kwargs).engine.dispose())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,

@@ -17,10 +17,12 @@ from pipeline.config import AugmentConfig, ModelConfig, PreprocessConfig
 from pipeline.data.augment import image_dataset
 from pipeline.data.dataset import Dataset
 from pipeline.data.preprocess import to_model_input
+from pipeline.infra.files import check_space, disk_full, is_disk_full
 from pipeline.modeling.backbones import build_backbone, calibrate_batchnorm, feature_extractor, weights_id
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"
 CALIBRATION_IMAGES = 128
+CACHE_WAY_OUT = "free space there or choose another --cache-dir"
 FORMAT_VERSION = 2  # bump when the way features are computed changes: old entries stop matching
 
 
@@ -100,7 +102,13 @@ def build_features(dataset: Dataset, model_cfg: ModelConfig, preprocess_cfg: Pre
         with FileLock(str(directory.with_name(key + ".lock"))):
             from_cache = (directory / "features.npz").exists()  # built by another worker meanwhile
             if not from_cache:
-                _build_entry(directory, dataset, model_cfg, augment_cfg, views, seed, cam_idx, batch_size, progress)
+                try:
+                    _build_entry(directory, dataset, model_cfg, augment_cfg, views, seed, cam_idx, batch_size,
+                                 progress)
+                except OSError as err:  # the disk filled up meanwhile; the partial entry is already removed
+                    if is_disk_full(err):
+                        raise disk_full(directory.parent, CACHE_WAY_OUT) from None
+                    raise
     with np.load(directory / "features.npz") as stored:
         return FeatureSet(train_views=stored["train_views"], y_train=y_train, val=stored["val"], y_val=y_val,
                           cam_maps=stored["cam_maps"], cam_images=x_val[cam_idx], cam_labels=y_val[cam_idx],
@@ -117,7 +125,6 @@ def _build_entry(directory: Path, dataset: Dataset, model_cfg: ModelConfig, augm
         base = build_backbone(model_cfg, seed=seed)
         if model_cfg.weights == "none":
             calibrate_on_train(base, x_train, seed)
-        base.save_weights(tmp / BACKBONE_WEIGHTS)
         extractor = feature_extractor(base)
         name = f"{model_cfg.backbone}@{model_cfg.image_size}px"
         train_views = [_run(extractor, x_train, batch_size, f"{name} features: train", progress)]
@@ -126,6 +133,10 @@ def _build_entry(directory: Path, dataset: Dataset, model_cfg: ModelConfig, augm
                                     progress, augment=augment_cfg, seed=seed + 1 + v))
         val = _run(extractor, x_val, batch_size, f"{name} features: val", progress)
         cam_maps = _run(base, x_val[cam_idx], batch_size, "Grad-CAM maps", False)
+        # h5py writing onto a full disk fails noisily (and again when freed): check the room first
+        arrays = sum(a.nbytes for a in (*train_views, val, cam_maps))
+        check_space(tmp.parent, base.count_params() * 4 + arrays, CACHE_WAY_OUT)
+        base.save_weights(tmp / BACKBONE_WEIGHTS)
         np.savez(tmp / "features.npz", train_views=np.stack(train_views), val=val, cam_maps=cam_maps)
         (tmp / "meta.json").write_text(json.dumps({"backbone": model_cfg.backbone, "weights": model_cfg.weights,
                                                    "image_size": model_cfg.image_size, "views": views,

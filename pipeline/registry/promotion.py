@@ -217,19 +217,31 @@ def record(name: str, cfg: PromoteConfig, decision: Decision) -> None:
                                         "promotion.run_id": run.info.run_id, "promotion.figures": summary})
 
 
+ROLLBACK_TAG = "rollback.last"  # "DEMOTED->RESTORED" versions of the latest rollback, on the registered model
+
+
 def rollback(name: str) -> Decision:
-    """Champion back to previous-champion; the demoted version becomes previous-champion (so undoable)
-    and loses `challenger`, so the next `promote` cannot bring it straight back."""
+    """Champion back to previous-champion; the demoted version becomes previous-champion and loses
+    `challenger`, so the next `promote` cannot bring it straight back. Not a toggle: a second rollback
+    would re-promote the version just rolled back with no criteria checked, so it is refused (exit 3)
+    until a promotion has moved the champion again."""
     client = MlflowClient()
     previous = _alias(client, name, PREVIOUS)
     if previous is None:
         raise RegistryError(f"model '{name}' has no '{PREVIOUS}' version to roll back to")
     champion = _alias(client, name, CHAMPION)
+    last = client.get_registered_model(name).tags.get(ROLLBACK_TAG)
+    if champion is not None and last == f"{previous.version}->{champion.version}":
+        return Decision(False, f"refused: v{previous.version} is '{PREVIOUS}' because it was just rolled back, and "
+                        f"a second rollback would make it champion again without checking any criteria; "
+                        f"champion stays v{champion.version}. To bring v{previous.version} back, give it the "
+                        f"'{CHALLENGER}' alias and run `make promote`", champion=champion.version)
     client.set_registered_model_alias(name, CHAMPION, previous.version)
     lines = [f"rolled back: '{CHAMPION}' is v{previous.version} again"]
     if champion is not None:
         client.set_registered_model_alias(name, PREVIOUS, champion.version)
         client.set_model_version_tag(name, champion.version, "rolled_back", "true")
+        client.set_registered_model_tag(name, ROLLBACK_TAG, f"{champion.version}->{previous.version}")
         lines.append(f"v{champion.version} is now '{PREVIOUS}'")
         challenger = _alias(client, name, CHALLENGER)
         if challenger is not None and challenger.version == champion.version:

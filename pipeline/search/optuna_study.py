@@ -12,6 +12,7 @@ from pipeline.config import (
 )
 from pipeline.evaluate.metrics import LOWER_IS_BETTER
 from pipeline.infra import tracking
+from pipeline.search.dead_trials import fail_dead_trials
 from pipeline.search.space import SearchSpace
 from pipeline.search.trials import MAX_CONSECUTIVE_FAILURES, SearchError, TrialRunner
 from pipeline.search.workers import check_stop
@@ -78,18 +79,6 @@ def _is_surplus(study, trial, budget: int) -> bool:
     return len(ahead) >= budget
 
 
-def _fail_legacy_running(study, grace: int) -> None:
-    """RUNNING trials without a worker mark come from runs before heartbeats existed: none can be alive."""
-    import datetime
-
-    from optuna.trial import TrialState
-
-    now = datetime.datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if "worker" not in t.user_attrs and t.datetime_start and (now - t.datetime_start).total_seconds() > grace:
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-
-
 def _run_optuna(runner: TrialRunner, cfg: SearchConfig, space: SearchSpace, study_name: str,
                 settings: dict, parent_run_id: str) -> list[dict]:
     """Trials until the study (all workers, all restarts) holds cfg.trials finished ones."""
@@ -109,7 +98,8 @@ def _run_optuna(runner: TrialRunner, cfg: SearchConfig, space: SearchSpace, stud
         raise SearchError(f"Optuna study '{study_name}' in {storage.url} was run with other settings "
                           f"({', '.join(changed)} differ), so its trials would not be comparable. "
                           "Use --study-name NEW for a new study.")
-    _fail_legacy_running(study, max(60, tracking.STALE_HEARTBEATS * cfg.heartbeat))
+    grace = max(60, tracking.STALE_HEARTBEATS * cfg.heartbeat)  # for trials that never wrote a heartbeat
+    fail_dead_trials(study, grace)
     counts = _counts(study)
     if counts["finished"] or counts["running"]:
         print(f"joining study '{study_name}': {counts['finished']} finished, {counts['running']} running, "
@@ -140,6 +130,7 @@ def _run_optuna(runner: TrialRunner, cfg: SearchConfig, space: SearchSpace, stud
     while True:
         check_stop()
         tracking.fail_stale_trials(study)  # the retry callback queues a dead worker's trial again
+        fail_dead_trials(study, grace)  # and the dead ones without a heartbeat, whenever the kill landed
         counts = _counts(study)
         if counts["finished"] >= cfg.trials:
             break

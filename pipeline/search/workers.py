@@ -59,6 +59,24 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+WORKERS_PER_CORE = 4  # past this, workers only wait on each other (each one is a whole TensorFlow process)
+
+
+def max_workers() -> int:
+    return WORKERS_PER_CORE * cores()
+
+
+def check_workers(workers: int) -> None:
+    """Refuse a worker count this machine cannot run before any process is started (--workers 100000 forked
+    until the machine stalled)."""
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} is invalid: expected an integer >= 1")
+    if workers > max_workers():
+        raise ConfigError(f"--workers {workers} is more than this machine can run: at most {max_workers()} "
+                          f"({WORKERS_PER_CORE} per core, {cores()} cores); use --workers {max_workers()} or fewer, "
+                          "and start more workers on other machines with the same --storage and --study-name")
+
+
 def thread_env(workers: int) -> dict[str, str]:
     """Threads for one of `workers` processes: TensorFlow and OpenMP share the cores instead of each
     process starting one thread per core (N x cores threads fighting over the same cores)."""
@@ -92,8 +110,7 @@ def _relay(index: int, stream, lock: threading.Lock) -> None:
 def run_workers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Start the workers, relay their output line by line (one line per finished trial among it),
     wait for all; non-zero if any failed."""
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers} is invalid: expected an integer >= 1")
+    check_workers(args.workers)
     if args.engine != "optuna":
         raise ConfigError(f"--engine {args.engine} with --workers {args.workers}: Keras Tuner's own distributed "
                           "mode is not supported here (see docs/scaling.md); use --engine optuna for parallel "

@@ -16,11 +16,21 @@ from pipeline.data.dataset import IMAGE_SUFFIXES, is_image_file
 from pipeline.data.preprocess import ImageError, to_gray_uint8, to_model_input
 from pipeline.explain.gradcam import gradcam, overlay
 from pipeline.explain.lime import agreement, explain_lime, lime_overlay
+from pipeline.infra.files import atomic_path, write_bytes
 from pipeline.registry.promotion import resolve, version_uri
 from pipeline.serving.pyfunc import load, read_path
 
 CHUNK = 32  # films held in memory at once (raw files can be 2-3k px)
 CSV_NAME = "predictions.csv"
+OUTPUT_WAY_OUT = "free space there or choose another --output"
+
+
+def write_png(target: Path, image: np.ndarray) -> None:
+    """cv2.imwrite only returns False on a full disk (and may leave a partial file): encode, then write whole."""
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ImageError(f"{target}: the overlay could not be encoded as PNG")
+    write_bytes(target, encoded.tobytes(), OUTPUT_WAY_OUT)
 
 
 @dataclass
@@ -111,14 +121,14 @@ def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[
     cams = gradcam(model.model, to_model_input(grays), model.gradcam_layer)
     for raw, gray, cam, row, target in zip(raws, grays, cams, rows, targets):
         if explain in ("gradcam", "both"):
-            cv2.imwrite(str(target), film_overlay(raw, cam, row.probability, row.label))
+            write_png(target, film_overlay(raw, cam, row.probability, row.label))
             row.overlay = str(target)
         if explain in ("lime", "both"):
             lime = explain_lime(model.model, gray, samples=lime_samples, seed=seed)
             row.agreement = agreement(cam, lime.mask)
             lime_target = target.with_name(target.name.replace("_gradcam.png", "_lime.png"))
             image = np.ascontiguousarray(lime_overlay(to_gray_uint8(raw), lime.mask)[:, :, ::-1])
-            cv2.imwrite(str(lime_target), _write_verdict(image, row.probability, row.label))
+            write_png(lime_target, _write_verdict(image, row.probability, row.label))
             row.lime_overlay = str(lime_target)
 
 
@@ -156,5 +166,6 @@ def predict_images(model_uri: str, inputs: list[str], output_dir: Path, explain:
     csv = output_dir / CSV_NAME
     frame = pd.DataFrame([asdict(r) for r in results], columns=list(Prediction.__dataclass_fields__))
     frame.insert(frame.columns.get_loc("model_version"), "model_name", version.name)
-    frame.to_csv(csv, index=False)
+    with atomic_path(csv, OUTPUT_WAY_OUT) as partial:  # a full disk leaves no empty or cut-off CSV
+        frame.to_csv(partial, index=False)
     return PredictionRun(pinned, str(version.version), model.threshold, results, csv)

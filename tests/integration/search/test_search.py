@@ -17,9 +17,9 @@ from pipeline.cli import main
 from pipeline.config import AugmentConfig, DataConfig, ModelConfig, PreprocessConfig
 from pipeline.data.dataset import load_dataset
 from pipeline.modeling.features import build_features
-from pipeline.search.trials import GRADCAM_ARTIFACT
 from pipeline.search.space import PARAMS
-from tests.helpers import REPO, runs_of, search_argv
+from pipeline.search.trials import GRADCAM_ARTIFACT
+from tests.helpers import REPO, runs_of, search_argv, time_limit
 
 pytestmark = pytest.mark.slow  # real Keras training, MLflow and Optuna stores
 FINAL_METRICS = ("val_auc", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_loss", "duration_s")
@@ -89,8 +89,9 @@ def test_optuna_resume_after_kill_keeps_finished_trials(workdir, synthetic_dir, 
     before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="resume-me", storage=storage).trials
               if t.state.name in done}
 
-    assert main(search_argv(synthetic_dir, shared_cache, "optuna", 3 + len(before), "t-resume",
-                            "--study-name", "resume-me", "--heartbeat", "1")) == 0
+    with time_limit(900, "the resumed search"):  # a dead trial it waits on must not hang the suite
+        assert main(search_argv(synthetic_dir, shared_cache, "optuna", 3 + len(before), "t-resume",
+                                "--study-name", "resume-me", "--heartbeat", "1")) == 0
     study = optuna.load_study(study_name="resume-me", storage=storage)
     after = {t.number: (t.params, t.value) for t in study.trials if t.state.name in done}
     assert len(after) == len(before) + 3

@@ -324,7 +324,7 @@ def test_data_check_json(bad_dataset, tmp_path, spec):
                          "--image-size", "32", "--seed", "0")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"splits", "skipped", "fingerprint"}
+    assert set(report) == {"splits", "skipped", "not_used", "fingerprint"} and report["not_used"] == []
     assert set(report["splits"]) == {"train", "val", "test"}
     for counts in report["splits"].values():
         assert set(counts) == {"NORMAL", "PNEUMONIA"} and all(isinstance(n, int) and n > 0 for n in counts.values())
