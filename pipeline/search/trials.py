@@ -1,6 +1,7 @@
 """One trial as an MLflow child run, the same for both engines, so their runs line up in the compare view."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +26,30 @@ GRADCAM_ARTIFACT = "gradcam/val_grid.png"
 
 
 MAX_CONSECUTIVE_FAILURES = 3
+
+
+class _QuietInterrupt(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C as failed, KeyboardInterrupt traceback and all, above the CLI's
+    one `interrupted:` line; the trial's run is tagged KILLED instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        number = message.split(" ", 2)[1] if message.startswith("Trial ") else ""
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.stopped.add(number)
+            return False
+        return not (number in self.stopped and "failed with value" in message)
+
+
+def quiet_interrupts() -> None:
+    """Once per process: Optuna's trial-failure log gives no traceback for a Ctrl-C."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _QuietInterrupt) for f in logger.filters):
+        logger.addFilter(_QuietInterrupt())
 
 
 class SearchError(PipelineError, RuntimeError):
@@ -53,6 +78,7 @@ class TrialRunner:
         self.best: float | None = None
         self.run_ids: dict[int, str] = {}
         self.current_run_id: str | None = None  # the trial run in progress, for cleanup on Ctrl-C
+        quiet_interrupts()
 
     def _better(self, a: float, b: float | None) -> bool:
         if b is None or math.isnan(b):
@@ -80,6 +106,9 @@ class TrialRunner:
                 result = objective(params, self.features, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                    patience=cfg.patience, metric=cfg.metric, seed=cfg.seed + number,
                                    on_epoch=on_epoch)
+            except KeyboardInterrupt:
+                mlflow.set_tags({"status": "KILLED", "error": "stopped by Ctrl-C or SIGTERM"})
+                raise
             except Exception as err:
                 mlflow.set_tags({"status": "FAILED", "error": f"{err.__class__.__name__}: {err}"[:5000]})
                 print(f"trial {number:3d} FAILED: {err.__class__.__name__}: {err}", flush=True)
