@@ -119,10 +119,8 @@ predict: $(VENV)/.installed ## classify IMAGES="a.jpeg dir/ 'glob/*.png'" with M
 evaluate: $(VENV)/.installed ## evaluate MODEL on DATA_DIR (NORMAL/ + PNEUMONIA/, or a root with test/); tags the version
 	$(PY) -m pipeline evaluate --model $(MODEL) --data-dir $(DATA_DIR)
 
-serve: $(VENV)/.installed ## REST server for the champion on http://127.0.0.1:$(SERVE_PORT)/invocations
-	PATH=$(abspath $(VENV))/bin:$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
-		MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true \
-		$(VENV)/bin/mlflow models serve -m models:/$(MODEL_NAME)@champion --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+serve: $(VENV)/.installed ## REST server for MODEL (default: the champion) on http://127.0.0.1:$(SERVE_PORT)/invocations
+	DO_NOT_TRACK=true $(PY) -m pipeline serve --model $(MODEL) --host 127.0.0.1 --port $(SERVE_PORT)
 
 demo: $(VENV)/.installed ## every step on a generated SYNTHETIC data set (minutes on 2 CPU cores)
 	$(PY) -m pipeline.demo

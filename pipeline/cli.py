@@ -116,8 +116,13 @@ def cmd_search(a) -> int:
     if a.workers != 1:
         return run_workers(a, build_parser())  # a supervisor: it loads no data and no TensorFlow
     from pipeline.data.dataset import load_dataset
+    from pipeline.infra import tracking
+    from pipeline.modeling.backbones import check_weights
     from pipeline.modeling.features import build_features
     from pipeline.search.engines import run_search
+
+    tracking.setup(cfg.experiment)  # a deleted experiment, a wrong weights file: said before any image is decoded
+    check_weights(model_cfg)
 
     dataset = load_dataset(data_cfg, pre_cfg)
     print(f"data {dataset.fingerprint}: " + ", ".join(f"{s} {sum(c.values())}" for s, c in dataset.counts().items())
@@ -130,9 +135,12 @@ def cmd_search(a) -> int:
 
 
 def cmd_retrain_best(a) -> int:
+    import mlflow
+
     from pipeline.config import from_params
     from pipeline.data.dataset import load_dataset
     from pipeline.infra import tracking
+    from pipeline.modeling.backbones import check_weights
     from pipeline.train.finetune import find_search
     from pipeline.train.retrain import retrain_best
 
@@ -140,6 +148,11 @@ def cmd_retrain_best(a) -> int:
                         fine_tune_lr_factor=a.fine_tune_lr_factor, fine_tune_lr=a.fine_tune_lr, batch_size=a.batch_size, patience=a.patience,
                         threshold_rule=a.threshold_rule, target_sensitivity=a.target_sensitivity,
                         model_name=a.model_name, gradcam_images=a.gradcam_images, lime_images=a.lime_images)
+    tracking.connect()
+    if mlflow.get_experiment_by_name(a.experiment) is None:  # looked up, not created by the lookup
+        known = sorted(e.name for e in mlflow.search_experiments(max_results=50))
+        raise ConfigError(f"--experiment {a.experiment}: no such MLflow experiment in {tracking.tracking_uri()} "
+                          f"(there: {', '.join(known) or 'none'}); pass the experiment your search wrote to")
     tracking.setup(a.experiment)
     search = find_search(a.experiment, a.search_run_id)
     p = search.params
@@ -148,6 +161,7 @@ def cmd_retrain_best(a) -> int:
     pre_cfg, aug_cfg = from_params(PreprocessConfig, p), from_params(AugmentConfig, p)
     model_cfg = from_params(ModelConfig, p)
     _require_data_dir(data_cfg.data_dir)
+    check_weights(model_cfg)
     print(f"retraining best trial {search.best_trial} of search {search.run_id}: {search.best_params}", flush=True)
     dataset = load_dataset(data_cfg, pre_cfg)
     features_dir = data_cfg.cache_dir / "features" / search.features_key
@@ -218,6 +232,8 @@ def cmd_evaluate(a) -> int:
     from pipeline.registry.promotion import resolve
 
     check_model_uri(a.model)  # before MLflow is touched
+    if a.gradcam_images < 0:
+        raise ConfigError(f"--gradcam-images {a.gradcam_images} is invalid: expected an integer >= 0 (0 for no grid)")
     tracking.setup(a.experiment)
     version = resolve(a.model)
     manifest = labelled_manifest(Path(a.data_dir))
@@ -257,6 +273,12 @@ def cmd_predict(a) -> int:
             print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\t" + "\t".join(shown))
     print(f"predictions: {run.csv}")
     return 1 if any(r.error for r in results) else 0
+
+
+def cmd_serve(a) -> int:
+    from pipeline.serving.launch import serve
+
+    return serve(a.model, a.host, a.port)  # checks, then becomes `mlflow models serve`
 
 
 def cmd_download(a) -> int:
@@ -395,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: %(default)s: about 2-30 s per film on 2 cores, by backbone)")
     p.add_argument("images", nargs="+", help="image files (.jpeg, .jpg, .png), folders or glob patterns")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="check MODEL, then serve it with `mlflow models serve` (REST, /invocations)",
+                       description="Checks that MODEL resolves in the registry (and PNEUMONIA_SERVE_PATH_ROOT, if "
+                                   "set, is a folder), then runs mlflow models serve on the pinned version.")
+    p.add_argument("--model", default="models:/pneumonia-classifier@champion", help="models:/NAME@ALIAS or models:/NAME/VERSION (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5001, help="(default: %(default)s)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("download", help="download the Kaggle dataset with kagglehub into --data-dir",
                        description="Fetch paultimothymooney/chest-xray-pneumonia; fails at once when offline.")

@@ -121,10 +121,27 @@ class TrialRunner:
         self.current_run_id = None
         if result.status == "COMPLETE" and self._better(result.score, self.best):
             self.best = result.score
+        study_best = self._study_best()
+        if study_best is not None and self._better(study_best, self.best):
+            self.best = study_best
         best = "n/a" if self.best is None else f"{self.best:.4f}"
         print(f"trial {number:3d}/{self.total} {result.status:8s} {_fmt(params)} | "
               f"{cfg.metric}={result.score:.4f} | best {best} | {result.seconds:.1f}s", flush=True)
         return result
+
+    def _study_best(self) -> float | None:
+        """The best finished trial of the whole study (other workers, earlier runs of a resumed one), as its
+        MLflow trial runs hold it: the line says "best" of what `make retrain-best` will pick from."""
+        parent = mlflow.active_run()
+        if parent is None or not self.study_name:
+            return None
+        order = "ASC" if self.cfg.metric in LOWER_IS_BETTER else "DESC"
+        runs = mlflow.search_runs([parent.info.experiment_id], max_results=1, output_format="list",
+                                  filter_string=f"tags.study_name = '{self.study_name}' and tags.status = 'COMPLETE' "
+                                                f"and tags.`{tracking.RUN_TYPE}` = 'trial'",
+                                  order_by=[f"metrics.{self.cfg.metric} {order}"])
+        value = runs[0].data.metrics.get(self.cfg.metric) if runs else None
+        return None if value is None or math.isnan(value) else float(value)
 
     def _log_gradcam(self, result: TrialResult) -> float:
         f = self.features

@@ -7,7 +7,6 @@ the same code and nobody re-implements the preprocessing by hand.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 from pipeline.config import PreprocessConfig
 from pipeline.data.dataset import CLASSES
 from pipeline.data.preprocess import ImageError, preprocess_array, to_model_input
+from pipeline.serving import requests
 
 KERAS_ARTIFACT = "keras_model"  # the artifact key inside the pyfunc, and the run's mlflow.keras model path
 INPUT_COLUMNS = ("image", "path")
@@ -34,24 +34,24 @@ def decode_bytes(data: bytes, name: str = "image") -> np.ndarray:
 
 
 def decode_base64(text: str, name: str = "image") -> np.ndarray:
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError, TypeError) as err:
-        raise ImageError(f"{name}: column 'image' is not base64-encoded file bytes ({err})") from err
-    return decode_bytes(data, name)
+    return decode_bytes(requests.base64_bytes(text, name), name)
 
 
-def read_path(path: str) -> np.ndarray:
+def read_path(path: str, name: str | None = None) -> np.ndarray:
+    """`name` is what an error shows instead of the path (a served row: its number, not the server's disk)."""
     try:
         data = Path(path).read_bytes()
-    except OSError as err:
-        raise ImageError(f"{path}: cannot be read ({err.strerror or err})") from err
-    return decode_bytes(data, path)
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{name or path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    return decode_bytes(data, name or path)
 
 
 class PneumoniaModel(mlflow.pyfunc.PythonModel):
-    """Input: a DataFrame with `image` (base64 file bytes) or `path` per row.
-    Output: `probability` of pneumonia, `label` at the version's threshold, and that `threshold`."""
+    """Input: a DataFrame with `image` (base64 file bytes) or `path` per row (over HTTP only inside
+    PNEUMONIA_SERVE_PATH_ROOT). Output: `probability` of pneumonia, `label` at the version's threshold, and
+    that `threshold`; where a row cannot be read, an `error` column says why (its probability is empty)."""
+
+    path_root = None  # models built without load_context (tests, benchmarks) read no paths over HTTP
 
     def load_context(self, context):
         import keras
@@ -62,6 +62,7 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
         self.threshold = float(cfg["threshold"])
         self.gradcam_layer = cfg.get("gradcam_layer")
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        self.path_root = requests.path_root()  # read once: a request cannot widen it
 
     def raw_image(self, row: pd.Series, index) -> np.ndarray:
         """The decoded file of one row: `image` wins over `path` when both are given."""
@@ -70,6 +71,8 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
             return decode_base64(image, f"row {index}")
         path = row.get("path")
         if isinstance(path, str) and path:
+            if requests.served():
+                return read_path(str(requests.served_path(path, self.path_root, f"row {index}")), f"row {index}")
             return read_path(path)
         raise ImageError(f"row {index}: needs a column 'image' (base64 file bytes) or 'path'")
 
@@ -91,11 +94,24 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
                              "threshold": np.full(len(proba), self.threshold)})
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """One output row per input row; a row that cannot be read gets its reason in `error` and the others are
+        answered. When no row can be, nothing is: a RequestError (HTTP 400, one line per row)."""
         frame = pd.DataFrame(model_input)
         if not set(INPUT_COLUMNS) & set(frame.columns):
-            raise ImageError(f"input has columns {list(frame.columns)}: expected 'image' (base64 file bytes) or 'path'")
-        grays = np.stack([self.gray(self.raw_image(row, i)) for i, row in frame.iterrows()]) if len(frame) else []
-        return self.table(self.probabilities(np.asarray(grays)))
+            raise requests.RequestError([f"input has columns {[str(c) for c in frame.columns][:20]}: expected "
+                                         "'image' (base64 file bytes) or 'path'"])
+        grays, errors = [], {}
+        for position, (index, row) in enumerate(frame.iterrows()):
+            try:
+                grays.append(self.gray(self.raw_image(row, index)))
+            except ImageError as err:
+                errors[position] = str(err)
+        if errors and len(errors) == len(frame):
+            raise requests.RequestError(list(errors.values()))
+        answered = self.table(self.probabilities(np.asarray(grays)))
+        if not errors:
+            return answered
+        return requests.with_row_errors(answered, errors, len(frame), self.threshold)
 
 
 def signature():
