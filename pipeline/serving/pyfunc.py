@@ -63,6 +63,7 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
         self.gradcam_layer = cfg.get("gradcam_layer")
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
         self.path_root = requests.path_root()  # read once: a request cannot widen it
+        requests.quiet_parse_errors()
 
     def raw_image(self, row: pd.Series, index) -> np.ndarray:
         """The decoded file of one row: `image` wins over `path` when both are given."""
@@ -96,7 +97,10 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """One output row per input row; a row that cannot be read gets its reason in `error` and the others are
         answered. When no row can be, nothing is: a RequestError (HTTP 400, one line per row)."""
-        frame = pd.DataFrame(model_input)
+        with requests.served_errors():
+            return self._answer(pd.DataFrame(model_input))
+
+    def _answer(self, frame: pd.DataFrame) -> pd.DataFrame:
         if not set(INPUT_COLUMNS) & set(frame.columns):
             raise requests.RequestError([f"input has columns {[str(c) for c in frame.columns][:20]}: expected "
                                          "'image' (base64 file bytes) or 'path'"])

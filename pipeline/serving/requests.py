@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import BAD_REQUEST
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR
 
 from pipeline.data.preprocess import ImageError
 
@@ -38,6 +40,25 @@ def path_root() -> Path | None:
         raise ImageError(f"{PATH_ROOT_ENV}={raw}: not a folder; set it to the folder of the films clients may name, "
                          "or unset it to accept only 'image' (base64 file bytes)")
     return root
+
+
+def quiet_parse_errors() -> None:
+    """Inside `mlflow models serve`, a body MLflow cannot parse (CSV, Parquet) gets its reason without MLflow's
+    stack trace. MLflow hard-codes the trace there, before any model code runs, so its helper is wrapped once,
+    from the model's load_context; test_serve_fuzz.py checks the bodies on the real server."""
+    if "__pyfunc_model_path__" not in os.environ:  # scoring_server._SERVER_MODEL_PATH: only the server sets it
+        return
+    from mlflow.pyfunc import scoring_server
+
+    original = getattr(scoring_server, "_handle_serving_error", None)
+    if original is None or getattr(original, "quiet", False):
+        return
+
+    def quiet(error_message, error_code, include_traceback=True):
+        return original(error_message, error_code, include_traceback=False)
+
+    quiet.quiet = True
+    scoring_server._handle_serving_error = quiet
 
 
 def base64_bytes(text: str, name: str) -> bytes:
@@ -92,3 +113,19 @@ class RequestError(ImageError, MlflowException):
 
     def __str__(self) -> str:
         return self.message
+
+
+@contextmanager
+def served_errors():
+    """Over HTTP, a failure no row caused is a 500 with one line; the traceback goes to the server's log, not to
+    the client (MLflow would put it in the body). In-process callers get the exception itself."""
+    try:
+        yield
+    except MlflowException:
+        raise
+    except Exception as err:
+        if not served():
+            raise
+        logging.getLogger(__name__).exception("prediction failed")
+        raise MlflowException(f"the server could not answer this request ({err.__class__.__name__}); the server's "
+                              "log has the details", error_code=INTERNAL_ERROR) from None

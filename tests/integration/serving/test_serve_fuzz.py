@@ -39,7 +39,7 @@ def _serve(registry, *args: str, **kw) -> subprocess.Popen:
 @pytest.mark.parametrize("model, expected", [
     ("models:/no-such-model@champion", "error: models:/no-such-model@champion: no registered model 'no-such-model'"),
     ("models:/t-fuzz-nochamp@champion", "error: models:/t-fuzz-nochamp@champion: model 't-fuzz-nochamp' has no "
-                                        "alias 'champion' (aliases: none; versions: 1)"),
+                                        "alias 'champion' (aliases: @challenger; versions: 1)"),
 ])
 def test_serve_without_the_model_is_one_error_line(registry, model, expected):
     src = mlflow.MlflowClient().get_model_version("trained", "1")

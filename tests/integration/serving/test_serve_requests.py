@@ -128,3 +128,22 @@ def test_a_16_bit_png_row_beside_a_corrupt_one(model, film, tmp_path):
     out = model.predict(None, pd.DataFrame({"image": [b64(png), base64.b64encode(b"\xff\xd8\xff" * 50).decode()]}))
     assert out["error"][0] is None or (isinstance(out["error"][0], float) and math.isnan(out["error"][0]))
     assert "cannot be decoded" in out["error"][1]
+
+
+def test_a_failure_no_row_caused_is_a_500_without_traceback_over_http(model, film, monkeypatch):
+    import keras
+    from mlflow.exceptions import MlflowException
+
+    broken = PneumoniaModel()
+    broken.__dict__.update(model.__dict__, model=keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
+                                                                  keras.layers.Dense(1)]))  # wrong input size
+    frame = pd.DataFrame({"image": [b64(film)]})
+    monkeypatch.delenv(SERVING, raising=False)
+    with pytest.raises(ValueError):  # in-process: the real exception, to debug
+        broken.predict(None, frame)
+    monkeypatch.setenv(SERVING, "true")
+    with pytest.raises(MlflowException) as caught:
+        broken.predict(None, frame)
+    body = caught.value.serialize_as_json()
+    assert caught.value.get_http_status_code() == 500 and "Traceback" not in body and "stack_trace" not in body
+    assert "the server's log has the details" in caught.value.message
