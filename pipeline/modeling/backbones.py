@@ -113,9 +113,10 @@ def _refuse_extra_layers(cfg: ModelConfig, base: keras.Model) -> None:
         own = sum(1 for layer in base.layers if layer.weights)
         extra = [f"{len(found) - own} more layer(s) with weights"] if len(found) > own else []
     if extra:
-        raise ModelError(f"weights file {cfg.weights} holds layers that {cfg.backbone} without its top has not "
-                         f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}): it was saved with its top "
-                         "or from another model; save the backbone alone (include_top=False), or use make pretrain")
+        raise ModelError(f"weights file {cfg.weights} does not fit backbone {cfg.backbone} without its top: it holds "
+                         f"layers the backbone has not ({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}), "
+                         "so it was saved with its top or from another model; save the backbone alone "
+                         "(include_top=False), or use make pretrain")
 
 
 def check_weights(cfg: ModelConfig) -> None:
