@@ -119,11 +119,8 @@ predict: $(VENV)/.installed ## classify IMAGES="a.jpeg dir/ 'glob/*.png'" with M
 evaluate: $(VENV)/.installed ## evaluate MODEL on DATA_DIR (NORMAL/ + PNEUMONIA/, or a root with test/); tags the version
 	$(PY) -m pipeline evaluate $(MODEL_FLAG) --data-dir $(or $(DATA_DIR),$$($(PY) -m pipeline.cli_docs --default data-check --data-dir))
 
-serve: $(VENV)/.installed ## REST server for the champion on http://127.0.0.1:$(SERVE_PORT)/invocations
-	PATH=$(abspath $(VENV))/bin:$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
-		MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true \
-		$(VENV)/bin/mlflow models serve -m $(or $(MODEL),models:/$(or $(MODEL_NAME),$$($(PY) -m pipeline.cli_docs --default promote --model-name))@champion) \
-		--env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+serve: $(VENV)/.installed ## check MODEL (default: the champion), then serve it on http://127.0.0.1:$(SERVE_PORT)/invocations
+	DO_NOT_TRACK=true $(PY) -m pipeline serve $(MODEL_FLAG) --host 127.0.0.1 --port $(SERVE_PORT)
 
 demo: $(VENV)/.installed ## every step on a generated SYNTHETIC data set (minutes on 2 CPU cores)
 	$(PY) -m pipeline.demo

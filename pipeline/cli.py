@@ -18,6 +18,7 @@ from pipeline.command_config import (
     PromoteOptions,
     RetrainOptions,
     SearchOptions,
+    ServeOptions,
 )
 from pipeline.config import (
     AugmentConfig,
@@ -89,6 +90,10 @@ COMMANDS = (
     Command("predict", commands.predict, "classify images with a registered model, write Grad-CAM overlays",
             "Load a model from the registry (models:/NAME@ALIAS) and classify images.",
             (Flags(PredictOptions),)),
+    Command("serve", commands.serve, "check MODEL, then serve it with `mlflow models serve` (REST, /invocations)",
+            "Checks that MODEL resolves in the registry (and PNEUMONIA_SERVE_PATH_ROOT, if set, is a folder), then "
+            "runs mlflow models serve on the pinned version.",
+            (Flags(ServeOptions),)),
     Command("download", commands.download, "download the Kaggle dataset with kagglehub into --data-dir",
             "Fetch paultimothymooney/chest-xray-pneumonia; fails at once when offline.",
             (Flags(DownloadOptions),)),

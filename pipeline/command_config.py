@@ -72,6 +72,9 @@ class EvaluateOptions:
 
     def __post_init__(self):
         check_model_uri(self.model)  # before MLflow is touched
+        if not isinstance(self.gradcam_images, int) or self.gradcam_images < 0:
+            raise ConfigError(f"--gradcam-images {self.gradcam_images} is invalid: expected an integer >= 0 "
+                              "(0 for no grid)")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,16 @@ class ModelCardOptions:
             if Path(self.output).is_dir():
                 raise ConfigError(f"--output {self.output} is a folder: give a file name, e.g. "
                                   f"{Path(self.output) / 'model_card.md'}")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model: str = setting(CHAMPION, "models:/NAME@ALIAS or models:/NAME/VERSION")
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(5001, "port to listen on")
+
+    def __post_init__(self):
+        check_model_uri(self.model)
 
 
 @dataclass(frozen=True)

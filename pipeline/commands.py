@@ -16,6 +16,7 @@ from pipeline.command_config import (
     PretrainOptions,
     PromoteOptions,
     RetrainOptions,
+    ServeOptions,
 )
 from pipeline.config import (
     AugmentConfig,
@@ -28,6 +29,7 @@ from pipeline.config import (
     RetrainConfig,
     SearchConfig,
 )
+from pipeline.evaluate.report import print_calibration_and_ood, print_report
 from pipeline.options import build
 
 RUN_TAGS: dict[str, str] = {}  # --tag NAME=VALUE of this invocation, set once by cli.main()
@@ -94,9 +96,13 @@ def search(a) -> int:
     if a.workers != 1:
         return run_workers(a, a.parser)  # a supervisor: it loads no data and no TensorFlow
     from pipeline.data.dataset import load_dataset
+    from pipeline.infra import tracking
+    from pipeline.modeling.backbones import check_weights
     from pipeline.modeling.features import build_features
     from pipeline.search.engines import run_search
 
+    tracking.setup(cfg.experiment)  # a deleted experiment, a wrong weights file: said before any image is decoded
+    check_weights(model_cfg)
     dataset = load_dataset(data_cfg, pre_cfg)
     print(f"data {dataset.fingerprint}: " + ", ".join(f"{s} {sum(c.values())}" for s, c in dataset.counts().items())
           + f"; skipped {len(dataset.skipped)}", flush=True)
@@ -108,13 +114,21 @@ def search(a) -> int:
 
 
 def retrain_best(a) -> int:
+    import mlflow
+
     from pipeline.config import from_params
     from pipeline.data.dataset import load_dataset
     from pipeline.infra import tracking
+    from pipeline.modeling.backbones import check_weights
     from pipeline.train.finetune import find_search
     from pipeline.train.retrain import retrain_best
 
     cfg, source = build(RetrainConfig, a), build(RetrainOptions, a)
+    tracking.connect()
+    if mlflow.get_experiment_by_name(source.experiment) is None:  # looked up, not created by the lookup
+        known = sorted(e.name for e in mlflow.search_experiments(max_results=50))
+        raise ConfigError(f"--experiment {source.experiment}: no such MLflow experiment in {tracking.tracking_uri()} "
+                          f"(there: {', '.join(known) or 'none'}); pass the experiment your search wrote to")
     tracking.setup(source.experiment)
     search = find_search(source.experiment, source.search_run_id)
     p = search.params
@@ -123,6 +137,7 @@ def retrain_best(a) -> int:
     pre_cfg, aug_cfg = from_params(PreprocessConfig, p), from_params(AugmentConfig, p)
     model_cfg = from_params(ModelConfig, p)
     _require_data_dir(data_cfg.data_dir)
+    check_weights(model_cfg)
     print(f"retraining best trial {search.best_trial} of search {search.run_id}: {search.best_params}", flush=True)
     dataset = load_dataset(data_cfg, pre_cfg)
     features_dir = data_cfg.cache_dir / "features" / search.features_key
@@ -133,28 +148,9 @@ def retrain_best(a) -> int:
           f"{report['threshold']:.3f} chosen on val ({cfg.threshold_rule}):")
     print_report(report, ("auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1",
                           "accuracy_at_0.5", "sensitivity_at_0.5", "specificity_at_0.5"), width=24)
-    _print_calibration_and_ood(report)
+    print_calibration_and_ood(report)
     print(f"registered {cfg.model_name} v{version.version} as 'challenger' (run {run_id}); next: make promote")
     return 0
-
-
-def print_report(report: dict, names: tuple[str, ...], width: int = 12) -> None:
-    """One test figure a line, `value [low, high]` where it has a 95% interval (DeLong for AUC, Wilson)."""
-    from pipeline.evaluate.intervals import with_interval
-
-    print(f"  {'':{width}s} value  [95% CI]")
-    for name in names:
-        if f"test_{name}" in report:
-            print(f"  {name:{width}s} {with_interval(report, name)}")
-
-
-def _print_calibration_and_ood(report: dict) -> None:
-    """The served probability's calibration and the OOD guard's share, as the evaluation recorded them."""
-    if "test_brier" in report:
-        print(f"  calibration: Brier {report['test_brier']:.4f} (uncalibrated {report['test_brier_uncalibrated']:.4f}), "
-              f"ECE {report['test_ece']:.4f} (uncalibrated {report['test_ece_uncalibrated']:.4f})")
-    if "test_ood_share" in report:
-        print(f"  flagged out of distribution: {report['test_ood_share']:.1%}")
 
 
 def pretrain(a) -> int:
@@ -221,7 +217,7 @@ def evaluate(a) -> int:
     r = result.report
     print(f"fingerprint {result.fingerprint}  n={len(result.manifest)}  threshold {r['threshold']:.3f} (the version's)")
     print_report(r, ("auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1"))
-    _print_calibration_and_ood(r)
+    print_calibration_and_ood(r)
     print(f"run {result.run_id} (experiment '{options.experiment}'); tagged v{version.version} "
           f"eval.{result.fingerprint}.{{auc,accuracy,sensitivity,specificity}} and their _ci_low/_ci_high")
     return 0
@@ -269,6 +265,13 @@ def predict(a) -> int:
             print(f"{r.path}\tp(pneumonia)={r.probability:.4f}\t{r.label}\t" + "\t".join(shown))
     print(f"predictions: {run.csv}")
     return 1 if any(r.error for r in results) else 0
+
+
+def serve(a) -> int:
+    from pipeline.serving.launch import serve as launch
+
+    options = build(ServeOptions, a)
+    return launch(options.model, options.host, options.port)  # checks, then becomes `mlflow models serve`
 
 
 def download(a) -> int:

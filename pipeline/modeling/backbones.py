@@ -65,6 +65,7 @@ def build_backbone(cfg: ModelConfig, seed: int = 42) -> keras.Model:
     # list of inputs and warn on every call with a plain tensor. Same layers, so still flat.
     base = keras.Model(inputs, base.output, name=base.name)
     if cfg.weights not in ("imagenet", "none"):
+        _refuse_extra_layers(cfg, base)
         try:
             with warnings.catch_warnings(record=True) as caught:  # a wrong file warns once per layer first
                 warnings.simplefilter("always")
@@ -76,6 +77,54 @@ def build_backbone(cfg: ModelConfig, seed: int = 42) -> keras.Model:
                              "pass that backbone's no-top weights, or the --backbone the file was saved from\n"
                              + _detail(err)) from err
     return base
+
+
+def _weighted_layers(path: str) -> tuple[bool, set[str]]:
+    """(Keras 3 format?, the layer entries holding variables) of a `.weights.h5` or a Keras 2 `.h5` file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "layers" in f:
+            found = set()
+            f["layers"].visititems(lambda name, node: found.add(name.split("/")[0])
+                                   if isinstance(node, h5py.Dataset) else None)
+            return True, found
+        root = f["model_weights"] if "model_weights" in f else f
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in root.attrs.get("layer_names", [])]
+        return False, {n for n in names if len(root[n].attrs.get("weight_names", []))}
+
+
+def _refuse_extra_layers(cfg: ModelConfig, base: keras.Model) -> None:
+    """Keras loads the layers it finds and skips the rest without a word, so a file saved with its top
+    (a classifier on the backbone) would load as if it were the backbone alone. Keras 3 files name layers by
+    kind and position, so the backbone's own entries come from saving it the same way."""
+    import tempfile
+
+    try:
+        keras3, found = _weighted_layers(cfg.weights)
+    except (OSError, KeyError) as err:
+        raise ModelError(f"weights file {cfg.weights} cannot be read as Keras weights ({err}): pass a .weights.h5 "
+                         f"file saved from {cfg.backbone} without its top") from None
+    if keras3:
+        with tempfile.TemporaryDirectory() as tmp:
+            base.save_weights(f"{tmp}/backbone.weights.h5")
+            extra = sorted(found - _weighted_layers(f"{tmp}/backbone.weights.h5")[1])
+    else:
+        own = sum(1 for layer in base.layers if layer.weights)
+        extra = [f"{len(found) - own} more layer(s) with weights"] if len(found) > own else []
+    if extra:
+        raise ModelError(f"weights file {cfg.weights} does not fit backbone {cfg.backbone} without its top: it holds "
+                         f"layers the backbone has not ({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}), "
+                         "so it was saved with its top or from another model; save the backbone alone "
+                         "(include_top=False), or use make pretrain")
+
+
+def check_weights(cfg: ModelConfig) -> None:
+    """A --weights file is tried on the backbone before any image is decoded (the build takes seconds; a
+    refusal after decoding a data set takes minutes)."""
+    if cfg.weights not in ("imagenet", "none"):
+        build_backbone(cfg)
+        keras.backend.clear_session()
 
 
 def _detail(err: Exception, max_lines: int = 6) -> str:

@@ -233,7 +233,7 @@ def rollback(name: str) -> Decision:
     last = client.get_registered_model(name).tags.get(ROLLBACK_TAG)
     if champion is not None and last == f"{previous.version}->{champion.version}":
         return Decision(False, f"refused: v{previous.version} is '{PREVIOUS}' because it was just rolled back, and "
-                        f"a second rollback would make it champion again without checking any criteria; "
+                        f"a second rollback would put it back as champion without checking any criteria; "
                         f"champion stays v{champion.version}. To bring v{previous.version} back, give it the "
                         f"'{CHALLENGER}' alias and run `make promote`", champion=champion.version)
     client.set_registered_model_alias(name, CHAMPION, previous.version)

@@ -1,6 +1,7 @@
 """One trial as an MLflow child run, the same for both engines, so their runs line up in the compare view."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +26,30 @@ GRADCAM_ARTIFACT = "gradcam/val_grid.png"
 
 
 MAX_CONSECUTIVE_FAILURES = 3
+
+
+class _QuietInterrupt(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C as failed, KeyboardInterrupt traceback and all, above the CLI's
+    one `interrupted:` line; the trial's run is tagged KILLED instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        number = message.split(" ", 2)[1] if message.startswith("Trial ") else ""
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.stopped.add(number)
+            return False
+        return not (number in self.stopped and "failed with value" in message)
+
+
+def quiet_interrupts() -> None:
+    """Once per process: Optuna's trial-failure log gives no traceback for a Ctrl-C."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _QuietInterrupt) for f in logger.filters):
+        logger.addFilter(_QuietInterrupt())
 
 
 class SearchError(PipelineError, RuntimeError):
@@ -55,6 +80,7 @@ class TrialRunner:
         self.best: float | None = None
         self.run_ids: dict[int, str] = {}
         self.current_run_id: str | None = None  # the trial run in progress, for cleanup on Ctrl-C
+        quiet_interrupts()
 
     def _better(self, a: float, b: float | None) -> bool:
         if b is None or math.isnan(b):
@@ -82,6 +108,9 @@ class TrialRunner:
                 result = objective(params, self.features, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                    patience=cfg.patience, metric=cfg.metric, seed=self.seed + number,
                                    imbalance=cfg.imbalance, on_epoch=on_epoch)
+            except KeyboardInterrupt:
+                mlflow.set_tags({"status": "KILLED", "error": "stopped by Ctrl-C or SIGTERM"})
+                raise
             except Exception as err:
                 mlflow.set_tags({"status": "FAILED", "error": f"{err.__class__.__name__}: {err}"[:5000]})
                 print(f"trial {number:3d} FAILED: {err.__class__.__name__}: {err}", flush=True)
@@ -94,10 +123,27 @@ class TrialRunner:
         self.current_run_id = None
         if result.status == "COMPLETE" and self._better(result.score, self.best):
             self.best = result.score
+        study_best = self._study_best()
+        if study_best is not None and self._better(study_best, self.best):
+            self.best = study_best
         best = "n/a" if self.best is None else f"{self.best:.4f}"
         print(f"trial {number:3d}/{self.total} {result.status:8s} {_fmt(params)} | "
               f"{cfg.metric}={result.score:.4f} | best {best} | {result.seconds:.1f}s", flush=True)
         return result
+
+    def _study_best(self) -> float | None:
+        """The best finished trial of the whole study (other workers, earlier runs of a resumed one), as its
+        MLflow trial runs hold it: the line says "best" of what `make retrain-best` will pick from."""
+        parent = mlflow.active_run()
+        if parent is None or not self.study_name:
+            return None
+        order = "ASC" if self.cfg.metric in LOWER_IS_BETTER else "DESC"
+        runs = mlflow.search_runs([parent.info.experiment_id], max_results=1, output_format="list",
+                                  filter_string=f"tags.study_name = '{self.study_name}' and tags.status = 'COMPLETE' "
+                                                f"and tags.`{tracking.RUN_TYPE}` = 'trial'",
+                                  order_by=[f"metrics.{self.cfg.metric} {order}"])
+        value = runs[0].data.metrics.get(self.cfg.metric) if runs else None
+        return None if value is None or math.isnan(value) else float(value)
 
     def _log_gradcam(self, result: TrialResult) -> float:
         f = self.features

@@ -127,7 +127,9 @@ def run_workers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     lock = threading.Lock()
     procs, relays = [], []
     for i in range(args.workers):
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
+        # its own process group: a terminal's Ctrl-C reaches the supervisor only, which passes on one SIGINT
+        # (a worker that got two would stop at once, not at its next safe point)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True, bufsize=1, process_group=0)
         relay = threading.Thread(target=_relay, args=(i, proc.stdout, lock), daemon=True)
         relay.start()
         procs.append(proc)
@@ -135,7 +137,7 @@ def run_workers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     interrupted = False
     try:
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:  # Ctrl-C reaches the workers too (one process group); SIGTERM may not
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each worker gets one SIGINT from here
         interrupted = True
         for p in procs:
             if p.poll() is None:

@@ -8,7 +8,6 @@ the same code and nobody re-implements the preprocessing by hand.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pipeline.modeling.calibration import Calibration
 from pipeline.modeling.ood import OodDetector
 
 # decode_bytes (re-exported above) is training's own: JPEG, PNG or DICOM bytes give the array training decodes
+from pipeline.serving import requests
 
 KERAS_ARTIFACT = "keras_model"  # the artifact key inside the pyfunc, and the run's mlflow.keras model path
 INPUT_COLUMNS = ("image", "path")
@@ -42,25 +42,25 @@ class ModelOutputs:
 
 
 def decode_base64(text: str, name: str = "image") -> np.ndarray:
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError, TypeError) as err:
-        raise ImageError(f"{name}: column 'image' is not base64-encoded file bytes ({err})") from err
-    return decode_bytes(data, name)
+    return decode_bytes(requests.base64_bytes(text, name), name)
 
 
-def read_path(path: str) -> np.ndarray:
+def read_path(path: str, name: str | None = None) -> np.ndarray:
+    """`name` is what an error shows instead of the path (a served row: its number, not the server's disk)."""
     try:
         data = Path(path).read_bytes()
-    except OSError as err:
-        raise ImageError(f"{path}: cannot be read ({err.strerror or err})") from err
-    return decode_bytes(data, path)
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{name or path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    return decode_bytes(data, name or path)
 
 
 class PneumoniaModel(mlflow.pyfunc.PythonModel):
-    """Input: a DataFrame with `image` (base64 file bytes) or `path` per row.
-    Output: `probability` of pneumonia (calibrated), `label` at the version's threshold, that `threshold`,
-    `in_distribution` (False: the film is unlike the training films, do not trust the answer) and `ood_score`."""
+    """Input: a DataFrame with `image` (base64 file bytes) or `path` per row (over HTTP only inside
+    PNEUMONIA_SERVE_PATH_ROOT). Output: `probability` of pneumonia (calibrated), `label` at the version's
+    threshold, that `threshold`, `in_distribution` (False: the film is unlike the training films, do not trust
+    the answer) and `ood_score`; where a row cannot be read, an `error` column says why (its probability is empty)."""
+
+    path_root = None  # models built without load_context (tests, benchmarks) read no paths over HTTP
 
     def load_context(self, context):
         import keras
@@ -77,6 +77,8 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
         self.scorer = None  # probability and pooled features in one pass, for a feature-space detector
         if self.ood is not None and self.ood.needs_features:
             self.scorer = keras.Model(self.model.input, [self.model.output, self.model.get_layer("pool").output])
+        self.path_root = requests.path_root()  # read once: a request cannot widen it
+        requests.quiet_parse_errors()
 
     def raw_image(self, row: pd.Series, index) -> np.ndarray:
         """The decoded file of one row: `image` wins over `path` when both are given."""
@@ -85,6 +87,8 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
             return decode_base64(image, f"row {index}")
         path = row.get("path")
         if isinstance(path, str) and path:
+            if requests.served():
+                return read_path(str(requests.served_path(path, self.path_root, f"row {index}")), f"row {index}")
             return read_path(path)
         raise ImageError(f"row {index}: needs a column 'image' (base64 file bytes) or 'path'")
 
@@ -135,11 +139,27 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
         return self.table(out.probability, out.ood_score, out.in_distribution)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        frame = pd.DataFrame(model_input)
+        """One output row per input row; a row that cannot be read gets its reason in `error` and the others are
+        answered. When no row can be, nothing is: a RequestError (HTTP 400, one line per row)."""
+        with requests.served_errors():
+            return self._answer(pd.DataFrame(model_input))
+
+    def _answer(self, frame: pd.DataFrame) -> pd.DataFrame:
         if not set(INPUT_COLUMNS) & set(frame.columns):
-            raise ImageError(f"input has columns {list(frame.columns)}: expected 'image' (base64 file bytes) or 'path'")
-        grays = np.stack([self.gray(self.raw_image(row, i), f"row {i}") for i, row in frame.iterrows()]) if len(frame) else []
-        return self.output_table(np.asarray(grays))
+            raise requests.RequestError([f"input has columns {[str(c) for c in frame.columns][:20]}: expected "
+                                         "'image' (base64 file bytes) or 'path'"])
+        grays, errors = [], {}
+        for position, (index, row) in enumerate(frame.iterrows()):
+            try:
+                grays.append(self.gray(self.raw_image(row, index), f"row {index}"))
+            except ImageError as err:
+                errors[position] = str(err)
+        if errors and len(errors) == len(frame):
+            raise requests.RequestError(list(errors.values()))
+        answered = self.output_table(np.asarray(grays))
+        if not errors:
+            return answered
+        return requests.with_row_errors(answered, errors, len(frame), self.threshold)
 
 
 def signature():
