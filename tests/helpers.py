@@ -46,25 +46,19 @@ def post_json(port: int, payload: dict, path: str = "/invocations") -> dict:
 
 
 @contextlib.contextmanager
-def mlflow_models_serve(model_uri: str, tracking_uri: str, folder: Path, timeout_s: float = 240):
-    """`make serve`'s command as a real process on a free port; yields the port, stops its process group."""
+def http_server(argv: list[str], port: int, folder: Path, env: dict, timeout_s: float = 240):
+    """A real server process in its own process group (its workers too): waits for /ping, yields the process,
+    then stops the whole group. The log is folder/server.log; a server that dies early fails with its tail."""
     import os
     import signal
     import subprocess
-    import sys
     import time
     import urllib.request
 
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    port = free_port()
-    # mlflow starts `uvicorn` through the shell: the venv's bin/ must be on PATH, as `make serve` puts it
-    env = {**os.environ, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     log_path = folder / "server.log"
     with log_path.open("w") as log:
-        server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                                   "-h", "127.0.0.1", "-p", str(port)], cwd=folder, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
     try:
         deadline = time.time() + timeout_s
         while True:
@@ -75,13 +69,35 @@ def mlflow_models_serve(model_uri: str, tracking_uri: str, folder: Path, timeout
                 assert server.poll() is None, log_path.read_text()[-3000:]
                 assert time.time() < deadline, f"server did not come up in {timeout_s:.0f} s"
                 time.sleep(2)
-        yield port
-    finally:  # the server's own process group: mlflow starts its workers in it
+        yield server
+    finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def serve_env(tracking_uri: str) -> dict:
+    """What `make serve` runs with: the venv's bin/ on PATH (mlflow starts `uvicorn` through the shell)."""
+    import os
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+@contextlib.contextmanager
+def mlflow_models_serve(model_uri: str, tracking_uri: str, folder: Path, timeout_s: float = 240):
+    """`mlflow models serve` as a real process on a free port; yields the port."""
+    import sys
+
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+            "-h", "127.0.0.1", "-p", str(port)]
+    with http_server(argv, port, folder, serve_env(tracking_uri), timeout_s):
+        yield port
 
 
 # Distinctive fake header values: tests write them into DICOM files and look for them in everything a run writes.

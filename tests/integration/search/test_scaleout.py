@@ -141,7 +141,7 @@ def test_three_workers_on_postgres_and_mlflow_server_survive_a_sigkill(postgres,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     mlflow.set_tracking_uri(mlflow_server)
     rc, out, killed = _run_killing_one(tmp_path, argv, experiment, env)
-    assert rc == 1 and f"worker w" in out, out[-3000:]  # the killed worker counts as failed
+    assert rc == 1 and "worker w" in out, out[-3000:]  # the killed worker counts as failed
     assert out.count(" COMPLETE ") + out.count(" PRUNED ") >= trials, out[-3000:]  # one line per finished trial
     study = _check_study(storage, "pg-study", experiment, trials, killed)
 

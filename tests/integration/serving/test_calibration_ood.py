@@ -5,11 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import signal
-import subprocess
-import time
-import urllib.request
 
 import cv2
 import mlflow
@@ -24,7 +19,7 @@ from pipeline.evaluate.metrics import choose_threshold
 from pipeline.modeling.calibration import Calibration
 from pipeline.registry.promotion import TEST_FINGERPRINT, register
 from pipeline.serving.pyfunc import load, read_path, save_pyfunc
-from tests.integration.serving.test_serve import MLFLOW, free_port, post
+from tests.helpers import mlflow_models_serve, post_json
 
 pytestmark = pytest.mark.slow  # real Keras model from a real MLflow registry
 
@@ -160,31 +155,9 @@ def test_served_output_has_the_new_columns(registry, synthetic_dir, odd_images, 
     film = sorted((synthetic_dir / "test" / "PNEUMONIA").iterdir())[0]
     encoded = [b64(film), b64(odd_images["blank"])]
     expected = mlflow.pyfunc.load_model("models:/trained/1").predict(pd.DataFrame({"image": encoded}))
-    port = free_port()
-    env = {**os.environ, "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([str(MLFLOW), "models", "serve", "-m", "models:/trained/1", "--env-manager", "local",
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.time() < deadline, "server did not come up in 240 s"
-                time.sleep(2)
-        answers = post(port, {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}})["predictions"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+    with mlflow_models_serve("models:/trained/1", f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}", tmp_path) as port:
+        answers = post_json(port, {"dataframe_split": {"columns": ["image"],
+                                                       "data": [[e] for e in encoded]}})["predictions"]
     for answer, (_, row) in zip(answers, expected.iterrows()):
         assert answer["in_distribution"] is bool(row["in_distribution"])
         assert answer["ood_score"] == pytest.approx(row["ood_score"], rel=1e-5)

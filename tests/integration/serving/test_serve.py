@@ -2,15 +2,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import cv2
 import mlflow
@@ -19,22 +10,9 @@ import pandas as pd
 import pytest
 
 from pipeline.registry.promotion import CHAMPION, TEST_FINGERPRINT, register
+from tests.helpers import mlflow_models_serve, post_json
 
 pytestmark = pytest.mark.slow  # starts a server process that loads TensorFlow
-MLFLOW = Path(sys.executable).parent / "mlflow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(port: int, payload: dict) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())
 
 
 def test_served_champion_answers_a_jpeg_and_a_16_bit_png(registry, synthetic_dir, tmp_path):
@@ -49,33 +27,10 @@ def test_served_champion_answers_a_jpeg_and_a_16_bit_png(registry, synthetic_dir
     encoded = [base64.b64encode(p.read_bytes()).decode("ascii") for p in (jpeg, png16)]
     expected = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"image": encoded}))
 
-    port = free_port()
-    # mlflow starts `uvicorn` through the shell: the venv's bin/ must be on PATH, as `make serve` puts it
-    env = {**os.environ, "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([str(MLFLOW), "models", "serve", "-m", f"models:/{name}@champion", "--env-manager",
-                               "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.time() < deadline, "server did not come up in 240 s"
-                time.sleep(2)
-        one = post(port, {"dataframe_split": {"columns": ["image"], "data": [[encoded[0]]]}})["predictions"]
-        two = post(port, {"dataframe_records": [{"image": encoded[1]}]})["predictions"]
-    finally:  # the server's own process group: mlflow starts its workers in it
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+    with mlflow_models_serve(f"models:/{name}@champion", f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}",
+                             tmp_path) as port:
+        one = post_json(port, {"dataframe_split": {"columns": ["image"], "data": [[encoded[0]]]}})["predictions"]
+        two = post_json(port, {"dataframe_records": [{"image": encoded[1]}]})["predictions"]
     for answer, (_, row) in zip((one[0], two[0]), expected.iterrows()):
         assert set(answer) == {"probability", "label", "threshold", "in_distribution", "ood_score"}
         assert answer["probability"] == pytest.approx(row["probability"], abs=1e-5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,8 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline.registry.promotion import CHAMPION, TEST_FINGERPRINT, register
-from tests.helpers import REPO
-from tests.integration.serving.test_serve import free_port
+from tests.helpers import REPO, free_port, http_server
 
 pytestmark = pytest.mark.slow  # starts a server process that loads TensorFlow
 SEED = 20
@@ -124,19 +122,8 @@ def test_malformed_requests_get_a_4xx_with_a_reason_and_the_server_stays_up(regi
     expected = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"image": good}))
 
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = _serve(registry, "--model", f"models:/{name}@champion", "--port", str(port), stdout=log,
-                    stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.time() < deadline, "server did not come up in 240 s"
-                time.sleep(2)
+    argv = [sys.executable, "-m", "pipeline", "serve", "--model", f"models:/{name}@champion", "--port", str(port)]
+    with http_server(argv, port, tmp_path, _env(registry)) as server:
         started = time.time()
         cases = malformed_requests(np.random.default_rng(SEED), str(films[0]))
         assert len(cases) >= 200
@@ -159,12 +146,6 @@ def test_malformed_requests_get_a_4xx_with_a_reason_and_the_server_stays_up(regi
         answer = json.loads(text)["predictions"]
         assert time.time() - started < 120, "the fuzz run should stay under 2 minutes"
         assert server.poll() is None
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
     assert mixed[0]["probability"] == pytest.approx(expected["probability"][0], abs=1e-5)
     for got, (_, row) in zip(answer, expected.iterrows()):
         assert got["probability"] == pytest.approx(row["probability"], abs=1e-5) and got["label"] == row["label"]

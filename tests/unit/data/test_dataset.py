@@ -14,9 +14,16 @@ import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
 import pipeline.data.preprocess
-from pipeline.data.dataset import (DatasetError, assign_splits, class_weights, fingerprint, limit_per_class, load_dataset,
-                           patient_id, scan)
-
+from pipeline.data.dataset import (
+    DatasetError,
+    assign_splits,
+    class_weights,
+    fingerprint,
+    limit_per_class,
+    load_dataset,
+    patient_id,
+    scan,
+)
 from tests.helpers import REPO
 
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from pipeline.config import PreprocessConfig
-from pipeline.data.preprocess import ImageError, preprocess_array, preprocess_file, read_image, to_gray_uint8, to_model_input
+from pipeline.data.preprocess import (
+    ImageError,
+    preprocess_array,
+    preprocess_file,
+    read_image,
+    to_gray_uint8,
+    to_model_input,
+)
 
 CFG = PreprocessConfig(image_size=48)
 

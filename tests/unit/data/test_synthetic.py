@@ -11,7 +11,6 @@ import pytest
 
 from pipeline.data.dataset import assign_splits, patient_id, scan
 from pipeline.data.synthetic import MARKER, main, make_synthetic_dataset
-
 from tests.helpers import REPO
 
 
