@@ -38,10 +38,10 @@ def sensitivity_threshold(labels: np.ndarray, proba: np.ndarray, sensitivity: fl
     return float(positives[len(positives) - int(round(sensitivity * len(positives)))])
 
 
-def constructed_version(name: str, labels: np.ndarray, proba: np.ndarray, shas: list[str], fingerprint: str,
-                        sensitivity: float = 0.95) -> str:
-    """A logged evaluation run (tags and predictions.csv as evaluate_model writes them) on `fingerprint`,
-    and a new version of the trained pyfunc carrying it as its test evaluation."""
+def constructed_evaluation(labels: np.ndarray, proba: np.ndarray, shas: list[str], fingerprint: str,
+                           sensitivity: float = 0.95) -> dict[str, str]:
+    """A logged evaluation run (tags and predictions.csv as evaluate_model writes them) on `fingerprint`;
+    the version tags that name it as a version's test evaluation."""
     threshold = sensitivity_threshold(labels, proba, sensitivity)
     report = report_of(labels, proba, threshold)
     tracking.setup(EXPERIMENT)
@@ -51,6 +51,12 @@ def constructed_version(name: str, labels: np.ndarray, proba: np.ndarray, shas: 
                               "probability": proba, "prediction": (proba >= threshold).astype(int)})
         mlflow.log_text(table.to_csv(index=False), "evaluation/predictions.csv")
     summary = {k[5:]: v for k, v in report.items() if k.startswith("test_")}
+    return {TEST_FINGERPRINT: fingerprint, **eval_tags(fingerprint, summary, run.info.run_id, len(labels))}
+
+
+def constructed_version(name: str, labels: np.ndarray, proba: np.ndarray, shas: list[str], fingerprint: str,
+                        sensitivity: float = 0.95) -> str:
+    """A constructed evaluation registered as the test evaluation of a new version of the trained pyfunc."""
+    tags = constructed_evaluation(labels, proba, shas, fingerprint, sensitivity)
     source = MlflowClient().get_model_version("trained", "1")
-    tags = {TEST_FINGERPRINT: fingerprint, **eval_tags(fingerprint, summary, run.info.run_id, len(labels))}
     return register(f"runs:/{source.run_id}/model", name, tags).version

@@ -1,6 +1,7 @@
 """Rollback is not a toggle: the probe's second `make rollback` re-promoted the version just rolled back,
 with no criteria checked. A real SQLite registry; the versions point at a placeholder artifact, since
-promotion and rollback read only aliases and tags (test_registry.py runs them on a trained model)."""
+promotion reads tags and each version's per-film probabilities (constructed evaluation runs, so the paired test
+has something real to decide on), rollback only aliases (test_registry.py runs them on a trained model)."""
 from __future__ import annotations
 
 import mlflow
@@ -9,15 +10,8 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main
 from pipeline.infra import tracking
-from pipeline.registry.promotion import (
-    CHALLENGER,
-    CHAMPION,
-    KEPT_EXIT_CODE,
-    PREVIOUS,
-    TEST_FINGERPRINT,
-    eval_tags,
-    register,
-)
+from pipeline.registry.promotion import CHALLENGER, CHAMPION, KEPT_EXIT_CODE, PREVIOUS, register
+from tests.integration.registry.films import constructed_evaluation, films, scores
 
 pytestmark = pytest.mark.slow  # a real MLflow store
 FINGERPRINT = "f" * 16
@@ -34,9 +28,13 @@ def store(tmp_path, monkeypatch):
     return run.info.run_id
 
 
-def version(run_id: str, auc: float) -> str:
-    tags = {TEST_FINGERPRINT: FINGERPRINT, **eval_tags(FINGERPRINT, {"auc": auc, "accuracy": 0.9, "sensitivity": 0.97,
-                                                                     "specificity": 0.8}, "no-run", 12)}
+LABELS, LATENT, SHAS = films()
+
+
+def version(run_id: str, noise: float) -> str:
+    """A version scored on the same 624 films; less noise on the shared latent: a clearly better model
+    (noise 0.5, 0.2, 0: test AUC 0.82, 0.87, 0.92, each gain far beyond the paired test's noise)."""
+    tags = constructed_evaluation(LABELS, scores(LATENT, noise, seed=0), SHAS, FINGERPRINT)  # one noise draw, scaled
     return register(f"runs:/{run_id}/model", "m", tags).version
 
 
@@ -48,9 +46,9 @@ def alias(which: str) -> str | None:
 
 
 def test_a_second_rollback_is_refused_with_exit_3_until_a_promotion_moves_the_champion(store, capsys):
-    first = version(store, 0.90)
+    first = version(store, 0.5)
     assert main(["promote", "--model-name", "m"]) == 0
-    second = version(store, 0.95)
+    second = version(store, 0.2)
     assert main(["promote", "--model-name", "m"]) == 0 and alias(CHAMPION) == second
     assert main(["promote", "--model-name", "m", "--rollback"]) == 0  # the first rollback works ...
     assert alias(CHAMPION) == first and alias(PREVIOUS) == second
@@ -62,7 +60,7 @@ def test_a_second_rollback_is_refused_with_exit_3_until_a_promotion_moves_the_ch
         f"champion stays v{first}" in out and f"'{CHALLENGER}' alias and run `make promote`" in out, out
     assert alias(CHAMPION) == first and alias(PREVIOUS) == second  # nothing moved
 
-    third = version(store, 0.99)  # a promotion moves the champion: rolling that back is allowed again
+    third = version(store, 0.0)  # a promotion moves the champion: rolling that back is allowed again
     assert main(["promote", "--model-name", "m"]) == 0 and alias(CHAMPION) == third and alias(PREVIOUS) == first
     assert main(["promote", "--model-name", "m", "--rollback"]) == 0
     assert alias(CHAMPION) == first and alias(PREVIOUS) == third
