@@ -60,7 +60,12 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
     threshold, that `threshold`, `in_distribution` (False: the film is unlike the training films, do not trust
     the answer) and `ood_score`; where a row cannot be read, an `error` column says why (its probability is empty)."""
 
-    path_root = None  # models built without load_context (tests, benchmarks) read no paths over HTTP
+    # What a model built without load_context (tests, benchmarks) has: no paths over HTTP, raw probabilities,
+    # no OOD guard; load_context sets each from the version.
+    path_root = None
+    calibration = Calibration()
+    ood = None
+    scorer = None
 
     def load_context(self, context):
         import keras
