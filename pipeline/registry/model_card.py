@@ -191,7 +191,7 @@ def _limitations(tags: dict, metrics: dict, figures: dict) -> list[str]:
     items = ["Adult films: not validated (trained and tested on children's films only).",
              "One hospital's films: other sites, devices and protocols are not validated unless listed under "
              "Evaluations.", "Frontal chest films only; lateral views, other body parts and photos are outside its use."]
-    if not any(_number(metrics.get(k)) is not None for k in CALIBRATION):
+    if tags.get("calibration.method", "none") == "none":  # what the version serves, not what its run measured
         items.append("Probabilities are not calibrated.")
     if "ood.detector" not in tags:
         items.append("No out-of-distribution guard: any image gets an answer.")

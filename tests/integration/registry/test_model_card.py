@@ -100,8 +100,9 @@ def test_card_carries_no_file_name_or_patient_id(registry, synthetic_dir):
 
 def test_a_version_without_new_tags_gets_a_card_that_says_what_is_missing(registry):
     src = MlflowClient().get_model_version(TRAINED, "1")
-    keep = {k: v for k, v in src.tags.items() if not k.startswith(("sanity_", DATA_COUNTS))}
-    assert DATA_COUNTS in src.tags  # control: v1 has its counts, the copy does not
+    keep = {k: v for k, v in src.tags.items() if not k.startswith(("sanity_", DATA_COUNTS, "calibration.", "ood."))}
+    # control: v1 has its counts, calibration and guard; the copy has none of them
+    assert DATA_COUNTS in src.tags and "calibration.method" in src.tags and "ood.detector" in src.tags
     version = register(f"runs:/{src.run_id}/model", "card-bare", keep).version
     card = publish_card("card-bare", version)
     assert "Counts per split and class: not recorded" in card
