@@ -42,4 +42,4 @@ def test_demo_runs_every_step_and_registers_a_synthetic_model(tmp_path):
         mlflow.set_tracking_uri(None)
     table = pd.read_csv(tmp_path / "outputs" / "SYNTHETIC-demo" / "predictions.csv")
     assert len(table) == 4 and table["probability"].between(0, 1).all()
-    assert set(table["model_version"].astype(str)) == {version.version}
+    assert set(table["model_version"].astype(str)) == {str(version.version)}
