@@ -57,7 +57,9 @@ def test_a_pre_move_version_loads_in_process_and_serves_the_same_probability(old
     model = pyfunc.load(old_champion)
     assert type(model) is pyfunc.PneumoniaModel  # today's class, reached through the old name
     local = model.predict(None, pd.DataFrame({"image": [image]}))
-    assert list(local.columns) == ["probability", "label", "threshold"]
+    # today's class answers with today's columns; an old version has no guard, so nothing is flagged
+    assert list(local.columns) == ["probability", "label", "threshold", "in_distribution", "ood_score"]
+    assert bool(local["in_distribution"].iloc[0]) and np.isnan(local["ood_score"].iloc[0])
     probability = float(local["probability"].iloc[0])
     assert 0.0 < probability < 1.0 and local["threshold"].iloc[0] == pytest.approx(0.5)
     assert local["label"].iloc[0] == ("PNEUMONIA" if probability >= 0.5 else "NORMAL")
