@@ -52,7 +52,8 @@ RETRAIN_FLAGS = $(call optional,--experiment,$(EXPERIMENT)) $(call optional,--ep
                $(call optional,--fine-tune-lr-factor,$(FT_LR_FACTOR)) $(call optional,--fine-tune-lr,$(FT_LR)) \
                $(call optional,--patience,$(PATIENCE)) $(call optional,--model-name,$(MODEL_NAME)) \
                $(call optional,--lime-images,$(LIME_IMAGES)) $(call optional,--search-run-id,$(SEARCH_RUN_ID)) \
-               $(call optional,--data-dir,$(DATA_DIR))
+               $(call optional,--data-dir,$(DATA_DIR)) $(call optional,--top-k,$(TOP_K)) \
+               $(call optional,--seeds,$(SEEDS)) $(call optional,--tta,$(TTA))
 # MODEL wins; else MODEL_NAME's champion; else the CLI's default model
 MODEL_FLAG   = $(call optional,--model,$(or $(MODEL),$(if $(MODEL_NAME),models:/$(MODEL_NAME)@champion)))
 

@@ -31,6 +31,7 @@ CALIBRATIONS = ("platt", "temperature", "none")  # fitted on val after retrainin
 OOD_DETECTORS = ("combined", "mahalanobis", "knn", "pixel", "none")  # fitted on train (modeling/ood.py)
 IMBALANCE = ("class-weights", "smote", "none")  # pipeline/modeling/balance.py; benchmarks/imbalance.py chose the default
 EXPLAIN_CHOICES = ("gradcam", "lime", "both")
+TTA_CHOICES = ("auto", "none", "flip", "flip-crops")  # pipeline/modeling/ensemble.py: the views of each
 LIME_SAMPLES = 150  # pipeline/explain/lime.py says why: about 2-30 s per film on 2 cores, by backbone
 MODEL_NAME = "pneumonia-classifier"
 SEARCH_EXPERIMENT = "pneumonia-search"
@@ -62,10 +63,15 @@ class AugmentConfig:
     # intensity changes, fraction of the 0..255 range (exposure differs between sites)
     brightness: float = setting(0.0, "brightness change, fraction of the pixel range")
     contrast: float = setting(0.0, "contrast change, fraction")
+    # random-resized crop (Inception-style): a box of this share of the area or more, aspect 3:4 to 4:3, resized back
+    crop: float = setting(0.0, "random-resized crop: smallest share of the film's area a crop keeps (0: off; 0.7 "
+                               "keeps 70-100%)")
 
     def __post_init__(self):
         for name in ("rotation", "shift", "zoom", "shear", "brightness", "contrast"):
             _in_range(name, getattr(self, name), 0.0, 0.5)
+        _check(self.crop == 0.0 or 0.3 <= self.crop < 1.0, "crop", self.crop,
+               "0 (off) or a share of the area from 0.3 to below 1 (--crop)")
 
 
 @dataclass(frozen=True)
@@ -170,9 +176,21 @@ class RetrainConfig:
     ood_flag_share: float = setting(0.05, "share of val films the guard's threshold flags")
     sanity_images: int = setting(32, "test films of the explanation sanity checks (Grad-CAM randomization, "
                                      "border/centre AUC; docs/model-card.md); 0 turns them off")
+    top_k: int = setting(1, "retrain the K best trials and register their mean probability as one version")
+    seeds: int = setting(1, "retrain the best trial with N seeds and register their mean probability as one version")
+    tta: str = setting("auto", "test-time augmentation inside the served model; auto: validation chooses among none, "
+                               "flip and flip-crops", choices=TTA_CHOICES)
     deterministic: bool = True  # TF op determinism: the same seed gives the same model (costs time, see docs/walkthrough.md)
 
     def __post_init__(self):
+        _check(self.tta in TTA_CHOICES, "tta", self.tta, f"one of {', '.join(TTA_CHOICES)} (--tta)")
+        for name in ("top_k", "seeds"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and 1 <= value <= 10, name, value,
+                   f"an integer from 1 to 10 (--{name.replace('_', '-')})")
+        _check(self.top_k == 1 or self.seeds == 1, "seeds", self.seeds,
+               "1 when --top-k is above 1 (--seeds): an ensemble is the K best trials or one trial with N seeds, "
+               "so drop one of the two flags")
         _check(self.calibration in CALIBRATIONS, "calibration", self.calibration, f"one of {', '.join(CALIBRATIONS)}")
         _check(self.ood_detector in OOD_DETECTORS, "ood_detector", self.ood_detector,
                f"one of {', '.join(OOD_DETECTORS)}")

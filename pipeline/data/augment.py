@@ -9,10 +9,39 @@ from keras import layers
 from pipeline.config import AugmentConfig
 
 
+class RandomResizedCrop(layers.Layer):
+    """A random box of at least `min_area` of the film (aspect 3:4 to 4:3), resized back to the input size.
+
+    Keras 3 has no such layer (RandomCrop only cuts, RandomZoom keeps the aspect); crops change the framing
+    between sites more than a zoom does, which is what the from-scratch recipe needs (issue 21)."""
+
+    def __init__(self, min_area: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.min_area = float(min_area)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        n = tf.shape(images)[0]
+        size = tf.shape(images)[1:3]
+        area = keras.random.uniform((n,), self.min_area, 1.0, seed=self.seed_generator)
+        log_ratio = keras.random.uniform((n,), np.log(3 / 4), np.log(4 / 3), seed=self.seed_generator)
+        ratio = tf.exp(log_ratio)
+        height = tf.minimum(tf.sqrt(area / ratio), 1.0)
+        width = tf.minimum(tf.sqrt(area * ratio), 1.0)
+        top = keras.random.uniform((n,), 0.0, 1.0, seed=self.seed_generator) * (1.0 - height)
+        left = keras.random.uniform((n,), 0.0, 1.0, seed=self.seed_generator) * (1.0 - width)
+        boxes = tf.stack([top, left, top + height, left + width], axis=1)
+        return tf.image.crop_and_resize(images, boxes, tf.range(n), size)
+
+
 def augmenter(cfg: AugmentConfig, seed: int = 42) -> keras.Sequential:
     """Small geometric changes a chest film plausibly has, and optionally exposure and contrast
     (films from another site differ most in those); no colour changes (the input is gray)."""
     steps: list[layers.Layer] = []
+    if cfg.crop:
+        steps.append(RandomResizedCrop(cfg.crop, seed=seed))
     if cfg.rotation:
         steps.append(layers.RandomRotation(cfg.rotation, fill_mode="constant", seed=seed))
     if cfg.shift:

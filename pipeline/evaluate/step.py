@@ -29,7 +29,7 @@ from pipeline.evaluate.testset import (
     test_fingerprint,
     with_content_hash,
 )
-from pipeline.explain.gradcam import gradcam, grid_figure
+from pipeline.explain.gradcam import grid_figure
 from pipeline.explain.lime import explain_test_images, misclassified_first
 from pipeline.infra import tracking
 from pipeline.registry.promotion import eval_tags, tag_version, version_uri
@@ -149,7 +149,7 @@ def log_gradcam_grid(model, grays: np.ndarray, labels: np.ndarray, proba: np.nda
     idx = pick_gradcam_cases(labels, proba, threshold, count, seed)
     if not len(idx):
         return
-    cams = gradcam(model.model, to_model_input(grays[idx]), model.gradcam_layer)
+    cams = model.gradcam(to_model_input(grays[idx]))
     tracking.log_figure(grid_figure(grays[idx], cams, labels[idx], proba[idx], threshold=threshold,
                                     title=f"Grad-CAM on test images (red: misclassified at {threshold:.3f})"),
                         artifact)

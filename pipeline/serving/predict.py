@@ -14,7 +14,7 @@ import pandas as pd
 from pipeline.config import LIME_SAMPLES
 from pipeline.data.dataset import IMAGE_SUFFIXES, is_image_file
 from pipeline.data.preprocess import ImageError, to_gray_uint8, to_model_input
-from pipeline.explain.gradcam import gradcam, overlay
+from pipeline.explain.gradcam import overlay
 from pipeline.explain.lime import agreement, explain_lime, lime_overlay
 from pipeline.infra.files import atomic_path, write_bytes
 from pipeline.registry.promotion import resolve, version_uri
@@ -118,7 +118,7 @@ def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[
     """Explanations of a chunk of films at each film's resolution: Grad-CAM, LIME or both, and with LIME
     the agreement of the two (Grad-CAM is computed either way, since the agreement needs it)."""
 
-    cams = gradcam(model.model, to_model_input(grays), model.gradcam_layer)
+    cams = model.gradcam(to_model_input(grays))
     for raw, gray, cam, row, target in zip(raws, grays, cams, rows, targets):
         if explain in ("gradcam", "both"):
             write_png(target, film_overlay(raw, cam, row.probability, row.label))

@@ -20,12 +20,15 @@ from pipeline.config import PreprocessConfig
 from pipeline.data.dataset import CLASSES
 from pipeline.data.preprocess import ImageError, decode_bytes, preprocess_array, to_model_input  # noqa: F401
 from pipeline.modeling.calibration import Calibration
+from pipeline.modeling.ensemble import mean_probability
 from pipeline.modeling.ood import OodDetector
 
 # decode_bytes (re-exported above) is training's own: JPEG, PNG or DICOM bytes give the array training decodes
 from pipeline.serving import requests
 
 KERAS_ARTIFACT = "keras_model"  # the artifact key inside the pyfunc, and the run's mlflow.keras model path
+# member i > 0 of an ensemble version: keras_model_<i> (member 0 is KERAS_ARTIFACT, so a one-member version and
+# every version saved before ensembles look the same)
 INPUT_COLUMNS = ("image", "path")
 OOD_ARTIFACT = "ood"  # the detector's arrays (ood.npz) inside the pyfunc; absent in versions saved without one
 OUTPUT_COLUMNS = ("probability", "label", "threshold", "in_distribution", "ood_score")
@@ -61,11 +64,18 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
     the answer) and `ood_score`; where a row cannot be read, an `error` column says why (its probability is empty)."""
 
     # What a model built without load_context (tests, benchmarks) has: no paths over HTTP, raw probabilities,
-    # no OOD guard; load_context sets each from the version.
+    # no OOD guard, one member (`model`), no test-time augmentation; load_context sets each from the version.
     path_root = None
     calibration = Calibration()
     ood = None
     scorer = None
+    extra_members: tuple = ()
+    tta = "none"
+
+    @property
+    def members(self) -> list:
+        """Every Keras classifier the version averages; `model` is member 0 (the OOD guard's features)."""
+        return [self.model, *self.extra_members]
 
     def load_context(self, context):
         import keras
@@ -76,6 +86,9 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
         self.threshold = float(cfg["threshold"])
         self.gradcam_layer = cfg.get("gradcam_layer")
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        self.extra_members = tuple(keras.models.load_model(context.artifacts[member_artifact(i)], compile=False)
+                                   for i in range(1, int(cfg.get("members", 1))))
+        self.tta = cfg.get("tta", "none")
         self.calibration = Calibration.from_config(cfg)
         ood_file = (context.artifacts or {}).get(OOD_ARTIFACT)
         self.ood = OodDetector.load(Path(ood_file)) if ood_file else None
@@ -112,19 +125,19 @@ class PneumoniaModel(mlflow.pyfunc.PythonModel):
         if not len(grays):
             empty = np.zeros(0, np.float64)
             return ModelOutputs(empty, empty, empty, np.zeros(0, bool))
-        pixels = to_model_input(grays)
-        features = None
-        if self.scorer is not None:
-            raw, features = self.scorer.predict(pixels, batch_size=32, verbose=0)
-        else:
-            raw = self.model.predict(pixels, batch_size=32, verbose=0)
-        raw = np.asarray(raw).reshape(-1).astype(np.float64)
+        raw, features = mean_probability(self.members, grays, self.tta, feature_model=self.scorer)
         if self.ood is None:  # a version saved without a detector: nothing is flagged, and the score says so
             score = np.full(len(raw), np.nan)
         else:
             score = self.ood.score(features, grays).astype(np.float64)
         flagged = self.ood.flags(score) if self.ood is not None else np.zeros(len(raw), bool)
         return ModelOutputs(raw, self.calibration.apply(raw), score, ~flagged)
+
+    def gradcam(self, pixels: np.ndarray) -> np.ndarray:
+        """Grad-CAM maps of the films, averaged over the members (each member is a flat model)."""
+        from pipeline.explain.gradcam import gradcam
+
+        return np.mean([gradcam(member, pixels, self.gradcam_layer) for member in self.members], axis=0)
 
     def probabilities(self, grays: np.ndarray) -> np.ndarray:
         """The served probability: calibrated when the version carries a calibration."""
@@ -183,13 +196,20 @@ def example_input(gray_film: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"image": [base64.b64encode(jpeg.tobytes()).decode("ascii")]})
 
 
-def save_pyfunc(path: Path, keras_file: Path, preprocess_cfg: PreprocessConfig, threshold: float,
+def member_artifact(index: int) -> str:
+    return KERAS_ARTIFACT if index == 0 else f"{KERAS_ARTIFACT}_{index}"
+
+
+def save_pyfunc(path: Path, keras_file: Path | list[Path], preprocess_cfg: PreprocessConfig, threshold: float,
                 gradcam_layer: str, example: pd.DataFrame, calibration: Calibration | None = None,
-                ood: OodDetector | None = None) -> None:
-    """Write the pyfunc folder; the pipeline package travels with it (code_paths) so a server needs no checkout."""
+                ood: OodDetector | None = None, tta: str = "none") -> None:
+    """Write the pyfunc folder; the pipeline package travels with it (code_paths) so a server needs no checkout.
+    Several Keras files make an ensemble version (their mean probability, member 0 first)."""
+    keras_files = [Path(f) for f in keras_file] if isinstance(keras_file, (list, tuple)) else [Path(keras_file)]
+    keras_file = keras_files[0]
     config = {**asdict(preprocess_cfg), "threshold": float(threshold), "gradcam_layer": gradcam_layer,
-              **(calibration or Calibration()).to_config()}
-    artifacts = {KERAS_ARTIFACT: str(keras_file)}
+              **(calibration or Calibration()).to_config(), "members": len(keras_files), "tta": tta}
+    artifacts = {member_artifact(i): str(f) for i, f in enumerate(keras_files)}
     if ood is not None:
         ood_file = Path(keras_file).with_name("ood.npz")
         ood.save(ood_file)

@@ -25,7 +25,9 @@ from pipeline.modeling.backbones import (
 )
 from pipeline.modeling.features import BACKBONE_WEIGHTS, calibrate_on_train
 from pipeline.serving.pyfunc import KERAS_ARTIFACT, example_input, requirements, save_pyfunc
+from pipeline.modeling.ensemble import combine, view_probabilities
 from pipeline.train.guards import Guards, fit_guards
+from pipeline.train.members import Member, choose_views, head_params, member_tags
 
 
 class RetrainError(PipelineError, RuntimeError):
@@ -41,6 +43,8 @@ class SearchRecord:
     best_trial: str
     data_fingerprint: str
     features_key: str
+    experiment_id: str = ""
+    study_name: str = ""  # the Optuna study / Keras Tuner project: --top-k reads its trial runs
 
 
 def find_search(experiment: str, search_run_id: str | None = None) -> SearchRecord:
@@ -60,11 +64,10 @@ def find_search(experiment: str, search_run_id: str | None = None) -> SearchReco
     tags = run.data.tags
     if tags.get(tracking.RUN_TYPE) != "search" or "best_trial" not in tags:
         raise RetrainError(f"run {run.info.run_id} is not a finished search (no best_trial tag)")
-    best = {k[len("best."):]: tags[k] for k in tags if k.startswith("best.")}
-    best_params = {"dense_units": int(best["dense_units"]),
-                   **{k: float(best[k]) for k in ("dropout", "l2", "learning_rate")}}
+    best_params = head_params({k[len("best."):]: tags[k] for k in tags if k.startswith("best.")})
     return SearchRecord(run.info.run_id, run.data.params, best_params, tags["best_trial"],
-                        tags.get("data_fingerprint", ""), tags.get("features_key", ""))
+                        tags.get("data_fingerprint", ""), tags.get("features_key", ""), run.info.experiment_id,
+                        tags.get("study_name", ""))
 
 
 def _best_parent_of_study(latest: mlflow.entities.Run) -> mlflow.entities.Run:
@@ -178,29 +181,40 @@ class TrainedModel:
     version_tags: dict = field(default_factory=dict)  # calibration.* and ood.* for the registered version
 
 
-def train_step(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
-               preprocess_cfg: PreprocessConfig, cfg: RetrainConfig, features_dir: Path, seed: int) -> TrainedModel:
-    """Inside the active run: retrain, calibrate on val and fit the OOD guard on train, choose the threshold
-    on calibrated val (what the pyfunc serves), log the Keras model and the pyfunc."""
-
+def train_step(dataset: Dataset, search: SearchRecord, members: list[Member], model_cfg: ModelConfig,
+               augment_cfg: AugmentConfig, preprocess_cfg: PreprocessConfig, cfg: RetrainConfig,
+               features_dir: Path) -> TrainedModel:
+    """Inside the active run: retrain each member, let val choose the test-time views, calibrate the members'
+    mean on val and fit the OOD guard on train, choose the threshold on calibrated val (what the pyfunc
+    serves), log the Keras model(s) and the pyfunc."""
+    seed = members[0].seed
     mlflow.log_params({**search.best_params, **flat_params(cfg), "backbone": model_cfg.backbone,
                        "weights": model_cfg.weights, "image_size": model_cfg.image_size, "seed": seed})
-    model = retrain(dataset, model_cfg, augment_cfg, search.best_params, cfg, features_dir, seed)
+    models = []
+    for i, member in enumerate(members):
+        if len(members) > 1:
+            print(f"member {i + 1}/{len(members)}: trial {member.trial}, seed {member.seed}, {member.params}",
+                  flush=True)
+        models.append(retrain(dataset, model_cfg, augment_cfg, member.params, cfg, features_dir, member.seed))
     x_val, y_val = dataset.split("val")
-    guards = fit_guards(model, dataset, cfg.calibration, cfg.ood_detector, cfg.ood_flag_share)
+    per_member = [view_probabilities(model, x_val) for model in models]
+    tta = choose_views(per_member, y_val, cfg)
+    guards = fit_guards(models[0], dataset, cfg.calibration, cfg.ood_detector, cfg.ood_flag_share,
+                        val_raw=combine(per_member, tta))
     threshold = choose_threshold(y_val, guards.val_calibrated, cfg.threshold_rule, cfg.target_sensitivity)
     mlflow.log_metric("threshold", threshold)
-    layer = conv_layer_name(model)
+    layer = conv_layer_name(models[0])
     run_id = mlflow.active_run().info.run_id
-    log_models(model, preprocess_cfg, threshold, layer, x_val[0], guards)
-    return TrainedModel(run_id, f"runs:/{run_id}/model", f"runs:/{run_id}/{KERAS_ARTIFACT}", threshold, layer,
-                        guards.version_tags())
+    tags = {**guards.version_tags(), **member_tags(members, tta)}
+    mlflow.set_tags(tags)
+    log_models(models, preprocess_cfg, threshold, layer, x_val[0], guards, tta)
+    return TrainedModel(run_id, f"runs:/{run_id}/model", f"runs:/{run_id}/{KERAS_ARTIFACT}", threshold, layer, tags)
 
 
-def log_models(model: keras.Model, preprocess_cfg: PreprocessConfig, threshold: float, gradcam_layer: str,
-               example_film: np.ndarray, guards: Guards | None = None) -> None:
-    """The run's `model` (pyfunc: image files in, probability and label out) and `keras_model`
-    (mlflow.keras flavor, for Grad-CAM), both from the same weights.
+def log_models(models: keras.Model | list[keras.Model], preprocess_cfg: PreprocessConfig, threshold: float,
+               gradcam_layer: str, example_film: np.ndarray, guards: Guards | None = None, tta: str = "none") -> None:
+    """The run's `model` (pyfunc: image files in, probability and label out; every member inside) and
+    `keras_model` (mlflow.keras flavor of member 0, for Grad-CAM on one network).
 
     Both are saved to a local folder and then logged as artifacts: mlflow 3.17's log_model writes
     the input example before creating its own folder (and fails).
@@ -209,6 +223,8 @@ def log_models(model: keras.Model, preprocess_cfg: PreprocessConfig, threshold: 
 
     from mlflow.models import infer_signature
 
+    models = models if isinstance(models, list) else [models]
+    model = models[0]
     with tempfile.TemporaryDirectory() as tmp:
         keras_dir = Path(tmp) / KERAS_ARTIFACT
         keras_dir.mkdir()
@@ -217,9 +233,10 @@ def log_models(model: keras.Model, preprocess_cfg: PreprocessConfig, threshold: 
         mlflow.keras.save_model(model, str(keras_dir), input_example=pixels, pip_requirements=requirements(),
                                 signature=infer_signature(pixels, model.predict(pixels, verbose=0)))
         mlflow.log_artifacts(str(keras_dir), KERAS_ARTIFACT)
-        keras_file = Path(tmp) / "classifier.keras"
-        model.save(keras_file)
+        keras_files = [Path(tmp) / f"classifier_{i}.keras" for i in range(len(models))]
+        for member, keras_file in zip(models, keras_files):
+            member.save(keras_file)
         pyfunc_dir = Path(tmp) / "model"
-        save_pyfunc(pyfunc_dir, keras_file, preprocess_cfg, threshold, gradcam_layer, example_input(example_film),
-                    guards.calibration if guards else None, guards.ood if guards else None)
+        save_pyfunc(pyfunc_dir, keras_files, preprocess_cfg, threshold, gradcam_layer, example_input(example_film),
+                    guards.calibration if guards else None, guards.ood if guards else None, tta)
         mlflow.log_artifacts(str(pyfunc_dir), "model")

@@ -36,11 +36,14 @@ def probabilities_and_features(model: keras.Model, grays: np.ndarray, batch_size
 
 
 def fit_guards(model: keras.Model, dataset: Dataset, calibration: str, ood_detector: str,
-               flag_share: float = 0.05) -> Guards:
-    """Inside the active run: fit both, log what they are and what they do on validation."""
+               flag_share: float = 0.05, val_raw: np.ndarray | None = None) -> Guards:
+    """Inside the active run: fit both, log what they are and what they do on validation. `val_raw`: what the
+    version serves before calibration when that is not `model`'s own output (an ensemble, test-time views);
+    the detector always reads `model`'s features (member 0)."""
     x_train, _ = dataset.split("train")
     x_val, y_val = dataset.split("val")
-    val_raw, val_features = probabilities_and_features(model, x_val)
+    own_raw, val_features = probabilities_and_features(model, x_val)
+    val_raw = own_raw if val_raw is None else val_raw
     fitted = fit_calibration(val_raw, y_val, calibration)
     val_calibrated = fitted.apply(val_raw)
     detector = None

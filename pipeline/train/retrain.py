@@ -22,6 +22,7 @@ from pipeline.registry.model_card import DATA_COUNTS, publish_card
 from pipeline.registry.promotion import TEST_FINGERPRINT, eval_tags, register
 from pipeline.serving.pyfunc import load
 from pipeline.train.finetune import SearchRecord, train_step
+from pipeline.train.members import plan_members
 
 
 def log_manifest(dataset: Dataset) -> None:
@@ -42,9 +43,10 @@ def retrain_best(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig,
     if search.data_fingerprint and search.data_fingerprint != dataset.fingerprint:
         print(f"warning: data fingerprint {dataset.fingerprint} differs from the search's "
               f"{search.data_fingerprint}", flush=True)
+    members = plan_members(search, cfg, seed)  # too few finished trials for --top-k: said before any run starts
     with mlflow.start_run(run_name=f"retrain-best-trial-{search.best_trial}", tags=lineage) as run:
         log_manifest(dataset)
-        trained = train_step(dataset, search, model_cfg, augment_cfg, preprocess_cfg, cfg, features_dir, seed)
+        trained = train_step(dataset, search, members, model_cfg, augment_cfg, preprocess_cfg, cfg, features_dir)
         # The test split is used once, here, after every choice (weights, threshold) is fixed.
         test = dataset.manifest[dataset.manifest["split"] == "test"].reset_index(drop=True)
         model = load(trained.model_uri)

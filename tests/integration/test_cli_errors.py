@@ -68,6 +68,14 @@ CASES = [
      "error: warmup_epochs=5 is invalid: expected fewer than --epochs"),
     (["search", "--data-dir", "{data}", "--brightness", "0.7"],
      "error: brightness=0.7 is invalid: expected a number in [0.0, 0.5]"),
+    (["search", "--data-dir", "{data}", "--crop", "0.2"],
+     "error: crop=0.2 is invalid: expected 0 (off) or a share of the area from 0.3 to below 1 (--crop)"),
+    (["retrain-best", "--tta", "rotate"], "error: tta='rotate' is invalid: expected one of auto, none, flip, flip-crops "
+                                          "(--tta)"),
+    (["retrain-best", "--top-k", "0"], "error: top_k=0 is invalid: expected an integer from 1 to 10 (--top-k)"),
+    (["retrain-best", "--top-k", "2", "--seeds", "3"],
+     "error: seeds=3 is invalid: expected 1 when --top-k is above 1 (--seeds): an ensemble is the K best trials or "
+     "one trial with N seeds, so drop one of the two flags"),
     (["data-check", "--data-dir", "no-such-folder"], "error: no dataset at no-such-folder (looked in {cwd}/no-such-folder)."),
 ]
 

@@ -102,7 +102,8 @@ def test_every_config_round_trips_through_its_flags(tmp_path):
         for f in fields(cfg):
             assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), (cls.__name__, f.name)
     assert _argv(AugmentConfig(flip=False)) == ["--rotation", "0.03", "--shift", "0.1", "--zoom", "0.1", "--shear",
-                                                "0.1", "--no-flip", "--brightness", "0.0", "--contrast", "0.0"]
+                                                "0.1", "--no-flip", "--brightness", "0.0", "--contrast", "0.0",
+                                                "--crop", "0.0"]
 
 
 def test_every_flag_has_help_a_readable_type_and_its_default_in_the_help():
