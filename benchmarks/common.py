@@ -53,6 +53,28 @@ def full_size_search_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def head_benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """full_size_search_parser plus the backbone's --weights: the benchmarks that compare heads on cached features."""
+    p = full_size_search_parser(description)
+    p.add_argument("--weights", default="none", help="backbone weights: none or a local *.weights.h5 (make pretrain)")
+    return p
+
+
+def head_features(a):
+    """The cached backbone features the head benchmarks share (train and val; test is never read by them)."""
+    import dataclasses
+
+    from pipeline.data.dataset import load_dataset
+    from pipeline.modeling.features import build_features
+
+    a.per_class = a.per_class or None
+    data_cfg, pre_cfg, model_cfg, aug_cfg = configs(a)
+    model_cfg = dataclasses.replace(model_cfg, weights=a.weights)
+    dataset = load_dataset(data_cfg, pre_cfg, progress=False)
+    return build_features(dataset, model_cfg, pre_cfg, aug_cfg, 0, data_cfg.cache_dir, seed=a.seed, cam_count=0,
+                          batch_size=a.batch_size, progress=False)
+
+
 def tempdir(prefix: str) -> Path:
     """A fresh temporary folder, removed when the script ends."""
     path = Path(tempfile.mkdtemp(prefix=prefix))

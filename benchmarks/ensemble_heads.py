@@ -7,30 +7,20 @@ issue 21's ensemble question needs before any member is retrained: does averagin
 """
 from __future__ import annotations
 
-import dataclasses
-
 import common
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from pipeline.data.dataset import load_dataset
 from pipeline.evaluate.metrics import choose_threshold
-from pipeline.modeling.features import build_features
 from pipeline.search.objective import objective
 
 
 def main() -> None:
-    p = common.full_size_search_parser(__doc__.splitlines()[0])
-    p.add_argument("--weights", default="none", help="backbone weights: none or a local *.weights.h5 (make pretrain)")
+    p = common.head_benchmark_parser(__doc__.splitlines()[0])
     p.add_argument("--members", default="1,3,5", help="ensemble sizes to compare")
     a = p.parse_args()
-    a.per_class = a.per_class or None
     common.header("top-K heads averaged vs the best head (validation only)", a, weights=a.weights)
-    data_cfg, pre_cfg, model_cfg, aug_cfg = common.configs(a)
-    model_cfg = dataclasses.replace(model_cfg, weights=a.weights)
-    dataset = load_dataset(data_cfg, pre_cfg, progress=False)
-    features = build_features(dataset, model_cfg, pre_cfg, aug_cfg, 0, data_cfg.cache_dir, seed=a.seed,
-                              cam_count=0, batch_size=a.batch_size, progress=False)
+    features = common.head_features(a)
     results = [objective(params, features, epochs=a.epochs, batch_size=a.batch_size, patience=a.patience,
                          seed=a.seed + i) for i, params in enumerate(common.sample_params(a.space, a.trials, a.seed))]
     ranked = sorted(results, key=lambda r: r.score, reverse=True)

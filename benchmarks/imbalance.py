@@ -7,30 +7,20 @@ best trial scores highest on val AUC is the one `search --imbalance` defaults to
 """
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 
 import common
 
-from pipeline.data.dataset import load_dataset
 from pipeline.evaluate.metrics import choose_threshold
 from pipeline.modeling.balance import IMBALANCE
-from pipeline.modeling.features import build_features
 from pipeline.search.objective import objective
 
 
 def main() -> None:
-    p = common.full_size_search_parser(__doc__.splitlines()[0])
-    p.add_argument("--weights", default="none", help="backbone weights: none or a local *.weights.h5 (make pretrain)")
-    a = p.parse_args()
-    a.per_class = a.per_class or None
+    a = common.head_benchmark_parser(__doc__.splitlines()[0]).parse_args()
     common.header("class balance of the head search: class-weights vs smote vs none", a, weights=a.weights)
-    data_cfg, pre_cfg, model_cfg, aug_cfg = common.configs(a)
-    model_cfg = dataclasses.replace(model_cfg, weights=a.weights)
-    dataset = load_dataset(data_cfg, pre_cfg, progress=False)
-    features = build_features(dataset, model_cfg, pre_cfg, aug_cfg, 0, data_cfg.cache_dir, seed=a.seed,
-                              cam_count=0, batch_size=a.batch_size, progress=False)
+    features = common.head_features(a)
     y = features.y_train
     print(f"  cached features: train {len(y)} ({int((y == 0).sum())} NORMAL / {int((y == 1).sum())} PNEUMONIA) "
           f"x {features.val.shape[1]}, val {len(features.val)}", flush=True)

@@ -95,10 +95,23 @@ def _header(version: ModelVersion, tags: dict) -> list[str]:
     aliases = ", ".join(f"`{a}`" for a in sorted(version.aliases or [])) or "none"
     lines += [f"Aliases: {aliases}. Backbone `{tags.get('backbone', '?')}` (start: `{tags.get('weights', '?')}`), "
               f"{tags.get('image_size', '?')} px, threshold {_fmt(tags.get('threshold'))}."]
+    lines += [_members(tags)]
     if "promotion.decision" in tags:
         lines += [f"Last promotion decision: **{tags['promotion.decision']}** (as {tags.get('promotion.role', '?')}, "
                   f"run `{tags.get('promotion.run_id', '?')}`)."]
     return lines + [""]
+
+
+def _members(tags: dict) -> str:
+    """What the served probability averages: one network or several, and the test-time views."""
+    try:
+        members = json.loads(tags["ensemble.list"])
+    except (KeyError, ValueError):
+        return "One network, no test-time views (a version from before ensembles, or one without the tags)."
+    who = ", ".join(f"trial {m.get('trial', '?')} seed {m.get('seed', '?')}" for m in members)
+    views = tags.get("ensemble.tta", "none")
+    return (f"Served probability: the mean of {len(members)} network(s) ({who}) over the test-time views "
+            f"`{views}`, chosen on validation unless given; Grad-CAM maps are averaged over the networks.")
 
 
 def _intended_use() -> list[str]:

@@ -44,6 +44,7 @@ def test_card_of_a_retrained_version_names_data_test_figures_sanity_limits_and_t
     assert f"| {float(tags['sanity_border_auc']):.3f} |" in card
     assert "python -m pipeline retrain-best" in card and f"--search-run-id {tags['search_run_id']}" in card
     assert "--epochs 1" in card and "--fine-tune-layers all" in card and "--sanity-images 32" in card
+    assert "the mean of 1 network(s)" in card and "--top-k 1" in card and "--tta auto" in card
     # registration published it: the description and the run's artifact are this card
     assert v.description == card and card_artifact(v.run_id) == card
 
@@ -100,10 +101,12 @@ def test_card_carries_no_file_name_or_patient_id(registry, synthetic_dir):
 
 def test_a_version_without_new_tags_gets_a_card_that_says_what_is_missing(registry):
     src = MlflowClient().get_model_version(TRAINED, "1")
-    keep = {k: v for k, v in src.tags.items() if not k.startswith(("sanity_", DATA_COUNTS, "calibration.", "ood."))}
+    keep = {k: v for k, v in src.tags.items()
+            if not k.startswith(("sanity_", DATA_COUNTS, "calibration.", "ood.", "ensemble."))}
     # control: v1 has its counts, calibration and guard; the copy has none of them
     assert DATA_COUNTS in src.tags and "calibration.method" in src.tags and "ood.detector" in src.tags
     version = register(f"runs:/{src.run_id}/model", "card-bare", keep).version
     card = publish_card("card-bare", version)
     assert "Counts per split and class: not recorded" in card
     assert "Probabilities are not calibrated." in card and "No out-of-distribution guard" in card
+    assert "One network, no test-time views" in card

@@ -15,6 +15,7 @@ from pipeline.data.preprocess import to_model_input
 from pipeline.explain.gradcam import gradcam
 from pipeline.infra.tracking import RUN_TYPE
 from pipeline.modeling.ensemble import TTA, view
+from pipeline.registry.model_card import model_card
 from pipeline.registry.promotion import CHALLENGER
 from pipeline.serving.pyfunc import load
 from tests.helpers import RETRAIN_ARGV
@@ -56,6 +57,9 @@ def test_top_k_registers_the_two_best_trials_as_one_version(registry, ensemble):
     assert {"val_auc_tta_none", "val_auc_tta_flip", "val_auc_tta_flip_crops", "val_auc_ensemble"} \
         <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "val_auc_first_members")) == 2
+    card = model_card(ensemble, version.version)  # the card says what is averaged and how to rebuild it
+    assert "the mean of 2 network(s)" in card and f"trial {members[1]['trial']} seed 43" in card
+    assert "`flip`" in card and "--top-k 2" in card and "--tta flip" in card
 
 
 def test_the_served_probability_is_the_calibrated_mean_of_members_and_views(registry, ensemble, synthetic_dir):
