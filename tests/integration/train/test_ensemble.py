@@ -18,7 +18,7 @@ from pipeline.modeling.ensemble import TTA, view
 from pipeline.registry.model_card import model_card
 from pipeline.registry.promotion import CHALLENGER
 from pipeline.serving.pyfunc import load
-from tests.helpers import RETRAIN_ARGV
+from tests.helpers import RETRAIN_ARGV, runs_of
 
 pytestmark = pytest.mark.slow  # real Keras training, MLflow registry
 NAME = "t-ensemble"
@@ -97,8 +97,10 @@ def test_evaluate_and_predict_take_an_ensemble_version_like_any(registry, ensemb
 
 def test_top_k_above_the_finished_trials_is_one_error_line_and_registers_nothing(registry, ensemble, capsys):
     before = len(MlflowClient().search_model_versions(f"name = '{ensemble}'"))
+    runs_before = len(runs_of("t-registry"))
     assert main([*RETRAIN_ARGV, *FAST, "--top-k", "5", "--model-name", ensemble]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --top-k 5: the search's study") and "only 2 finished trial(s)" in err
     assert "Traceback" not in err
     assert len(MlflowClient().search_model_versions(f"name = '{ensemble}'")) == before
+    assert len(runs_of("t-registry")) == runs_before  # refused before any run started
