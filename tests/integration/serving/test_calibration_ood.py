@@ -18,6 +18,7 @@ from pipeline.data.dataset import load_dataset
 from pipeline.evaluate.metrics import choose_threshold
 from pipeline.modeling.calibration import Calibration
 from pipeline.registry.promotion import TEST_FINGERPRINT, register
+from pipeline.modeling.ensemble import combine, view_probabilities
 from pipeline.serving.pyfunc import load, read_path, save_pyfunc
 from tests.helpers import mlflow_models_serve, post_json
 
@@ -58,7 +59,8 @@ def test_version_serves_calibrated_probability_and_threshold_is_chosen_on_it(reg
     assert model.calibration == Calibration("platt", params)
     x_val, y_val = val_split
     out = model.outputs(x_val)
-    keras_raw = model.model.predict(np.repeat(x_val[..., None], 3, -1).astype(np.float32), verbose=0).reshape(-1)
+    # raw: the Keras network's own output, averaged over the test-time views validation chose for the version
+    keras_raw = combine([view_probabilities(m, x_val) for m in model.members], model.tta)
     np.testing.assert_allclose(out.raw, keras_raw, atol=1e-5)
     np.testing.assert_allclose(out.probability, Calibration("platt", params).apply(keras_raw), atol=1e-5)
     moved = abs(params["slope"] - 1) > 0.05 or abs(params["intercept"]) > 0.05
@@ -128,8 +130,9 @@ def test_version_without_detector_or_calibration_still_predicts(registry, synthe
     files = sorted((synthetic_dir / "test" / "PNEUMONIA").iterdir())[:2]
     got = old.predict(pd.DataFrame({"path": [str(p) for p in files]}))
     assert got["in_distribution"].all() and got["ood_score"].isna().all()
-    raw = model.outputs(np.stack([model.gray(read_path(str(p))) for p in files])).raw
-    np.testing.assert_allclose(got["probability"], raw, atol=1e-5)  # the same weights, uncalibrated
+    grays = np.stack([model.gray(read_path(str(p))) for p in files])
+    raw = model.model.predict(np.repeat(grays[..., None], 3, -1).astype(np.float32), verbose=0).reshape(-1)
+    np.testing.assert_allclose(got["probability"], raw, atol=1e-5)  # the same weights, uncalibrated, no views
     assert not np.allclose(got["probability"], model.probabilities(np.stack([model.gray(read_path(str(p)))
                                                                               for p in files])), atol=1e-4) \
         or model.calibration.method == "none"  # control: the calibrated version does serve something else
