@@ -27,6 +27,18 @@ IMAGES        ?=
 AUGMENT       ?=
 # test, test-fast: extra pytest arguments
 PYTEST_ARGS   ?=
+# make recipe (weights none, docs/results.md): the input size of all three steps
+RECIPE_SIZE   ?= 160
+# make recipe: the training augmentation (pretrain, and retrain-best through the search's params)
+RECIPE_AUGMENT ?= --crop 0.7 --zoom 0 --shift 0.05 --brightness 0.1 --contrast 0.1
+# make recipe: pretrain's epochs and patience
+RECIPE_PRETRAIN ?= --epochs 14 --patience 5
+# make recipe: search trials x epochs
+RECIPE_SEARCH ?= --trials 20 --epochs 15
+# make recipe: retrain-best's ensemble and schedule (head 2 epochs, then every layer at 1e-4)
+RECIPE_RETRAIN ?= --top-k 3 --epochs 2 --fine-tune-epochs 2 --fine-tune-layers all --fine-tune-lr 0.0001 --patience 2
+# make recipe: the MLflow experiment of its search and retrain
+RECIPE_EXPERIMENT ?= recipe-$(RECIPE_SIZE)
 # Every other variable (DATA_DIR, TRIALS, BACKBONE, ...) is passed on as its flag only when you set it, so
 # each default lives once, in pipeline/config.py; docs/cli.md (make docs) lists each variable, its flag
 # and that default.
@@ -57,7 +69,7 @@ RETRAIN_FLAGS = $(call optional,--experiment,$(EXPERIMENT)) $(call optional,--ep
 # MODEL wins; else MODEL_NAME's champion; else the CLI's default model
 MODEL_FLAG   = $(call optional,--model,$(or $(MODEL),$(if $(MODEL_NAME),models:/$(MODEL_NAME)@champion)))
 
-.PHONY: help venv test test-fast test-all data data-check pretrain search ui retrain-best promote rollback predict serve evaluate demo bench docs clean postgres postgres-stop server
+.PHONY: help venv test test-fast test-all data data-check pretrain recipe search ui retrain-best promote rollback predict serve evaluate demo bench docs clean postgres postgres-stop server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -90,6 +102,14 @@ search: $(VENV)/.installed ## hyperparameter search (ENGINE=optuna|kerastuner), 
 pretrain: $(VENV)/.installed ## offline path: train BACKBONE from scratch on train, save it for WEIGHTS=pretrained/... (an hour+)
 	$(PY) -m pipeline pretrain $(DATA_FLAGS) $(call optional,--backbone,$(BACKBONE)) \
 		$(call optional,--epochs,$(PRETRAIN_EPOCHS)) $(AUGMENT)
+
+recipe: $(VENV)/.installed ## weights=none end to end, the recipe docs/results.md measured: pretrain, search on its file, retrain-best of the top 3 (about 2 h)
+	$(PY) -m pipeline pretrain $(call optional,--data-dir,$(DATA_DIR)) --image-size $(RECIPE_SIZE) $(RECIPE_PRETRAIN) \
+		$(RECIPE_AUGMENT)
+	$(PY) -m pipeline search $(call optional,--data-dir,$(DATA_DIR)) --backbone mobilenetv2 --image-size $(RECIPE_SIZE) \
+		--weights "$$(ls -t pretrained/mobilenetv2-$(RECIPE_SIZE)px-*.weights.h5 | head -1)" \
+		--experiment $(RECIPE_EXPERIMENT) $(RECIPE_SEARCH) $(RECIPE_AUGMENT)
+	$(PY) -m pipeline retrain-best --experiment $(RECIPE_EXPERIMENT) $(RECIPE_RETRAIN)
 
 postgres: $(VENV)/.installed ## local PostgreSQL in PG_DIR on 127.0.0.1:PG_PORT (apt-get installs it if missing); prints STORAGE
 	$(PY) -m pipeline.infra.servers postgres --dir $(PG_DIR) --port $(PG_PORT)

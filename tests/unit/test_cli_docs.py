@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -11,7 +12,7 @@ import pytest
 
 from pipeline import cli, cli_docs, command_config
 from pipeline.cli import build_parser, main
-from pipeline.config import SearchConfig
+from pipeline.config import AugmentConfig, PretrainConfig, RetrainConfig, SearchConfig
 from pipeline.options import build
 from tests.helpers import REPO
 
@@ -177,3 +178,26 @@ def test_a_workers_command_line_asks_for_the_same_search():
     again = vars(parser.parse_args(argv))
     assert {k: v for k, v in again.items() if k != "workers"} == {k: v for k, v in vars(args).items() if k != "workers"}
     assert args.flip is False and parser.parse_args(["search"]).flip is True  # control: the switch does something
+
+
+def test_make_recipe_runs_three_commands_the_cli_accepts(tmp_path):
+    """`make recipe` is pretrain -> search on the file pretrain wrote -> retrain-best; every flag parses and every
+    value passes its config's checks (the hour-long run itself is measured in docs/results.md, not here)."""
+    if shutil.which("make") is None:
+        pytest.skip("GNU make is not installed")
+    out = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "recipe", "DATA_DIR=data"], cwd=REPO,
+                         env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+                         capture_output=True, text=True, check=True).stdout
+    lines = [ln for ln in out.replace("\\\n", " ").splitlines() if "-m pipeline " in ln]
+    assert [ln.split("-m pipeline ", 1)[1].split()[0] for ln in lines] == ["pretrain", "search", "retrain-best"]
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    argvs = [shlex.split(re.sub(r'"\$\(ls [^)]*\)"', str(weights), ln.split("-m pipeline ", 1)[1])) for ln in lines]
+    assert "pretrained/mobilenetv2-160px-" in lines[1]  # the search reads the file the pretrain step wrote
+    pretrain, search, retrain = (build_parser().parse_args(a) for a in argvs)
+    assert pretrain.image_size == search.image_size == 160 and pretrain.crop == search.crop == 0.7
+    cfg = build(RetrainConfig, retrain)
+    assert cfg.top_k == 3 and cfg.fine_tune_layers == "all" and retrain.experiment == search.experiment
+    for args, classes in ((pretrain, (AugmentConfig, PretrainConfig)), (search, (AugmentConfig, SearchConfig))):
+        for cls in classes:
+            build(cls, args)  # raises ConfigError on a value out of range
