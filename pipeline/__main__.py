@@ -20,7 +20,12 @@ def run(entry=None) -> int:
         return entry()
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up, imports): one line, no traceback
         print("interrupted: stopped before anything was saved; run the same command again", file=sys.stderr)
-        return 130
+        # Not `return 130`: when the Ctrl-C landed inside code an extension ran with PyRun_* during an import,
+        # CPython has marked it "unhandled" and would end the process by SIGINT at exit (status -2, not 130),
+        # even though it was handled here. Nothing is open yet, so leaving at once loses nothing.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 if __name__ == "__main__":
