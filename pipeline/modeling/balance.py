@@ -15,11 +15,17 @@ IMBALANCE = ("class-weights", "smote", "none")
 
 
 def balance(x: np.ndarray, y: np.ndarray, how: str, seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vectors, labels, per-sample loss weights) to train a head on; SMOTE appends synthetic minority vectors."""
+    """(vectors, labels, per-sample loss weights) to train a head on; SMOTE appends synthetic minority vectors
+    (with fewer than two minority vectors there is nothing to interpolate: class weights instead)."""
+    counts = np.bincount(y.astype(np.int64), minlength=2)
+    if how == "smote" and counts.min() < 2:  # no neighbour to interpolate towards (a smoke run's handful of films)
+        how = "class-weights"
     if how == "smote":
         from imblearn.over_sampling import SMOTE
 
-        x_res, y_res = SMOTE(random_state=seed).fit_resample(x, y.astype(np.int64))
+        # SMOTE's 5 neighbours by default; a minority smaller than 6 (smoke runs) gets as many as it has
+        smote = SMOTE(random_state=seed, k_neighbors=int(min(5, counts.min() - 1)))
+        x_res, y_res = smote.fit_resample(x, y.astype(np.int64))
         return x_res.astype(x.dtype), y_res.astype(y.dtype), np.ones(len(y_res), np.float32)
     if how == "class-weights":
         weights = class_weights(y)

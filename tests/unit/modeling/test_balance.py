@@ -32,6 +32,19 @@ def test_smote_balances_by_adding_minority_vectors_between_neighbours():
     assert not np.array_equal(other[len(x):], new)  # control: the seed matters
 
 
+def test_smote_on_a_tiny_minority_uses_the_neighbours_it_has_or_class_weights():
+    x, y = _features(n_major=20, n_minor=3)
+    xs, ys, _ = balance(x, y, "smote", seed=1)  # 3 minority vectors: 2 neighbours each, not SMOTE's 5
+    assert np.sum(ys == 0) == np.sum(ys == 1) == 20
+    x1, y1 = _features(n_major=20, n_minor=1)
+    xw, yw, ww = balance(x1, y1, "smote")  # one minority vector: nothing to interpolate towards
+    assert np.array_equal(xw, x1) and len(set(ww.tolist())) == 2  # the class weights, not a crash
+
+
+def test_smote_is_the_default_validation_chose():
+    assert SearchConfig().imbalance == "smote"
+
+
 def test_class_weights_and_none():
     x, y = _features()
     xw, yw, ww = balance(x, y, "class-weights")
