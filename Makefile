@@ -103,7 +103,7 @@ pretrain: $(VENV)/.installed ## offline path: train BACKBONE from scratch on tra
 	$(PY) -m pipeline pretrain $(DATA_FLAGS) $(call optional,--backbone,$(BACKBONE)) \
 		$(call optional,--epochs,$(PRETRAIN_EPOCHS)) $(AUGMENT)
 
-recipe: $(VENV)/.installed ## weights=none end to end, the recipe docs/results.md measured: pretrain, search on its file, retrain-best of the top 3 (about 2 h)
+recipe: $(VENV)/.installed ## weights=none end to end, the recipe docs/results.md measured: pretrain, search on its file, retrain-best of the top 3 (61 min measured at 160 px, 2 cores)
 	$(PY) -m pipeline pretrain $(call optional,--data-dir,$(DATA_DIR)) --image-size $(RECIPE_SIZE) $(RECIPE_PRETRAIN) \
 		$(RECIPE_AUGMENT)
 	$(PY) -m pipeline search $(call optional,--data-dir,$(DATA_DIR)) --backbone mobilenetv2 --image-size $(RECIPE_SIZE) \

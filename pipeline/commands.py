@@ -121,6 +121,7 @@ def retrain_best(a) -> int:
     from pipeline.infra import tracking
     from pipeline.modeling.backbones import check_weights
     from pipeline.train.finetune import find_search
+    from pipeline.train.members import plan_members
     from pipeline.train.retrain import retrain_best
 
     cfg, source = build(RetrainConfig, a), build(RetrainOptions, a)
@@ -138,11 +139,17 @@ def retrain_best(a) -> int:
     model_cfg = from_params(ModelConfig, p)
     _require_data_dir(data_cfg.data_dir)
     check_weights(model_cfg)
-    print(f"retraining best trial {search.best_trial} of search {search.run_id}: {search.best_params}", flush=True)
+    members = plan_members(search, cfg, data_cfg.seed)  # too few finished trials: said before decoding a film
+    if len(members) == 1:
+        print(f"retraining best trial {search.best_trial} of search {search.run_id}: {search.best_params}",
+              flush=True)
+    else:
+        print(f"retraining {len(members)} members of search {search.run_id} as one version: trials "
+              f"{', '.join(m.trial for m in members)}, seeds {', '.join(str(m.seed) for m in members)}", flush=True)
     dataset = load_dataset(data_cfg, pre_cfg)
     features_dir = data_cfg.cache_dir / "features" / search.features_key
-    run_id, version, evaluation = retrain_best(dataset, search, model_cfg, aug_cfg, pre_cfg, cfg, features_dir,
-                                               data_cfg.seed, tags=extra_tags())
+    run_id, version, evaluation = retrain_best(dataset, search, members, model_cfg, aug_cfg, pre_cfg, cfg,
+                                               features_dir, data_cfg.seed, tags=extra_tags())
     report = evaluation.report
     print(f"test (n={len(evaluation.manifest)}, fingerprint {evaluation.fingerprint}), threshold "
           f"{report['threshold']:.3f} chosen on val ({cfg.threshold_rule}):")

@@ -165,7 +165,7 @@ def log_lime_grid(model, grays: np.ndarray, labels: np.ndarray, proba: np.ndarra
     if not len(idx):
         return
     print(f"LIME on {len(idx)} test images ({samples} samples each)", flush=True)
-    fig, agreements = explain_test_images(model.model, model.gradcam_layer, grays, labels, proba, threshold, idx,
+    fig, agreements = explain_test_images(model, model.gradcam_layer, grays, labels, proba, threshold, idx,
                                           samples=samples, seed=seed)
     tracking.log_figure(fig, "evaluation/lime_test.png")
     if np.isfinite(agreements).any():

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cv2
-import keras
 import matplotlib
 
 matplotlib.use("Agg")
@@ -74,20 +73,25 @@ def segmenter(n_segments: int = DEFAULT_SEGMENTS):
 class _Classifier:
     """What lime calls: (n, H, W, 3) perturbed films -> (n, 2) [p(normal), p(pneumonia)].
 
-    lime's first sample is the untouched film, so its p is kept as the film's probability.
+    Given the served model (the pyfunc's PneumoniaModel: members, test-time views, calibration) it
+    explains that, the probability a user is shown; given a plain network, that network. lime's
+    first sample is the untouched film, so its p is kept as the film's probability.
     """
-    def __init__(self, model: keras.Model):
+    def __init__(self, model):
         self.model, self.probability = model, None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        # predict_on_batch runs Keras's compiled predict step: 2-3x faster than an eager call here
-        p = np.asarray(self.model.predict_on_batch(images.astype(np.float32)), dtype=np.float64).reshape(-1)
+        if hasattr(self.model, "probabilities"):  # lime's films are gray2rgb copies: one channel is the film
+            p = self.model.probabilities(np.asarray(images[..., 0], np.uint8))
+        else:  # predict_on_batch runs Keras's compiled predict step: 2-3x faster than an eager call here
+            p = self.model.predict_on_batch(images.astype(np.float32))
+        p = np.asarray(p, dtype=np.float64).reshape(-1)
         if self.probability is None:
             self.probability = float(p[0])
         return np.stack([1.0 - p, p], axis=1)
 
 
-def explain_lime(model: keras.Model, gray: np.ndarray, samples: int = DEFAULT_SAMPLES, seed: int = 42,
+def explain_lime(model, gray: np.ndarray, samples: int = DEFAULT_SAMPLES, seed: int = 42,
                  n_segments: int = DEFAULT_SEGMENTS, features: int = DEFAULT_FEATURES,
                  progress: bool = False) -> LimeExplanation:
     """LIME on one preprocessed film (H, W) uint8; the same film, model and seed give the same result.
@@ -228,14 +232,16 @@ def misclassified_first(idx: np.ndarray, labels: np.ndarray, proba: np.ndarray, 
     return np.concatenate([idx[wrong], idx[~wrong]]).astype(np.int64)
 
 
-def explain_test_images(model: keras.Model, layer: str, grays: np.ndarray, labels: np.ndarray, proba: np.ndarray,
+def explain_test_images(model, layer: str, grays: np.ndarray, labels: np.ndarray, proba: np.ndarray,
                         threshold: float, idx: np.ndarray, samples: int = DEFAULT_SAMPLES, seed: int = 42):
-    """LIME grid of test images `idx` (in that order) and each one's agreement with Grad-CAM at `layer`.
+    """LIME grid of test images `idx` (in that order) and each one's agreement with Grad-CAM: at `layer` of a
+    plain network, or averaged over a served version's members (LIME then explains what it serves too).
 
     Returns (figure, agreements); the retrain run logs the figure and the agreements' nan-mean.
     """
 
-    cams = gradcam(model, to_model_input(grays[idx]), layer)
+    pixels = to_model_input(grays[idx])
+    cams = model.gradcam(pixels) if hasattr(model, "gradcam") else gradcam(model, pixels, layer)
     limes = [explain_lime(model, grays[i], samples=samples, seed=seed) for i in idx]
     agreements = np.array([agreement(cam, lime.mask) for cam, lime in zip(cams, limes)])
     fig = lime_grid_figure(grays[idx], np.stack([lime.mask for lime in limes]), labels[idx], proba[idx], agreements,

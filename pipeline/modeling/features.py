@@ -47,10 +47,16 @@ class FeatureSet:
         return self.directory / BACKBONE_WEIGHTS
 
 
+# augmentation settings added after caches existed: keyed only when on, so a cache (and the study named
+# after its key) made before them is still found when they are off
+KEYED_WHEN_ON = ("crop",)
+
+
 def cache_key(model_cfg: ModelConfig, preprocess_cfg: PreprocessConfig, augment_cfg: AugmentConfig,
               views: int, data_fingerprint: str, seed: int, cam_count: int) -> str:
+    augment = {k: v for k, v in asdict(augment_cfg).items() if v or k not in KEYED_WHEN_ON}
     parts = {"version": FORMAT_VERSION, "backbone": model_cfg.backbone, "weights": weights_id(model_cfg.weights),
-             "preprocess": asdict(preprocess_cfg), "augment": asdict(augment_cfg), "views": views,
+             "preprocess": asdict(preprocess_cfg), "augment": augment, "views": views,
              "data": data_fingerprint, "seed": seed, "cam_count": cam_count}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 

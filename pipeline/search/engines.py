@@ -33,7 +33,7 @@ def _study_settings(cfg: SearchConfig, space: SearchSpace, features: FeatureSet)
     """What must not change when a study is resumed, or its trials stop being comparable."""
     return {"features": features.key, "space": hashlib.sha256(Path(space.source).read_bytes()).hexdigest()[:16],
             "epochs": cfg.epochs, "metric": cfg.metric, "batch_size": cfg.batch_size, "patience": cfg.patience,
-            # only when not the default, so studies made before --imbalance existed still resume
+            # absent means class-weights: studies made before --imbalance existed hold no such key
             **({"imbalance": cfg.imbalance} if cfg.imbalance != "class-weights" else {})}
 
 

@@ -94,10 +94,12 @@ def _run_optuna(runner: TrialRunner, cfg: SearchConfig, space: SearchSpace, stud
     if stored is None:
         study.set_user_attr("settings", settings)
     elif stored != settings:
-        changed = sorted(k for k in settings if stored.get(k) != settings[k])
+        changed = sorted(k for k in settings.keys() | stored.keys() if stored.get(k) != settings.get(k))
+        same_balance = (f" or --imbalance {stored.get('imbalance', 'class-weights')} to resume it"
+                        if "imbalance" in changed else "")
         raise SearchError(f"Optuna study '{study_name}' in {storage.url} was run with other settings "
                           f"({', '.join(changed)} differ), so its trials would not be comparable. "
-                          "Use --study-name NEW for a new study.")
+                          f"Use --study-name NEW for a new study{same_balance}.")
     grace = max(60, tracking.STALE_HEARTBEATS * cfg.heartbeat)  # for trials that never wrote a heartbeat
     fail_dead_trials(study, grace)
     counts = _counts(study)

@@ -124,7 +124,7 @@ def write_overlays(model, raws: list[np.ndarray], grays: np.ndarray, rows: list[
             write_png(target, film_overlay(raw, cam, row.probability, row.label))
             row.overlay = str(target)
         if explain in ("lime", "both"):
-            lime = explain_lime(model.model, gray, samples=lime_samples, seed=seed)
+            lime = explain_lime(model, gray, samples=lime_samples, seed=seed)
             row.agreement = agreement(cam, lime.mask)
             lime_target = target.with_name(target.name.replace("_gradcam.png", "_lime.png"))
             image = np.ascontiguousarray(lime_overlay(to_gray_uint8(raw), lime.mask)[:, :, ::-1])

@@ -188,7 +188,7 @@ def train_step(dataset: Dataset, search: SearchRecord, members: list[Member], mo
     mean on val and fit the OOD guard on train, choose the threshold on calibrated val (what the pyfunc
     serves), log the Keras model(s) and the pyfunc."""
     seed = members[0].seed
-    mlflow.log_params({**search.best_params, **flat_params(cfg), "backbone": model_cfg.backbone,
+    mlflow.log_params({**members[0].params, **flat_params(cfg), "backbone": model_cfg.backbone,
                        "weights": model_cfg.weights, "image_size": model_cfg.image_size, "seed": seed})
     models = []
     for i, member in enumerate(members):

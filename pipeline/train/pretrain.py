@@ -34,6 +34,9 @@ PRETRAIN_EXPERIMENT = "pneumonia-pretrain"
 WEIGHTS_ARTIFACT = "backbone"
 
 
+CALIBRATION_CHUNK = 32  # a training batch's memory, not 256 films' at once
+
+
 def default_output(model_cfg: ModelConfig, fingerprint: str) -> Path:
     """Outside .cache/ on purpose: `make clean` must not throw away an hour of training."""
     return Path("pretrained") / f"{model_cfg.backbone}-{model_cfg.image_size}px-{fingerprint}.weights.h5"
@@ -73,7 +76,7 @@ def pretrain(dataset: Dataset, model_cfg: ModelConfig, augment_cfg: AugmentConfi
     x_train, y_train = dataset.split("train")
     x_val, y_val = dataset.split("val")
     base = build_backbone(model_cfg, seed=seed)
-    calibrate_batchnorm(base, to_model_input(x_train[:256]))
+    calibrate_batchnorm(base, to_model_input(x_train[:256]), chunk=CALIBRATION_CHUNK)  # only a start: training moves it
     head = build_head(base.output.shape[-1], cfg.dense_units, cfg.dropout, 0.0, seed=seed)
     model = build_classifier(base, head)
     unfreeze_top(base, "all", train_batchnorm=True)

@@ -22,7 +22,7 @@ from pipeline.registry.model_card import DATA_COUNTS, publish_card
 from pipeline.registry.promotion import TEST_FINGERPRINT, eval_tags, register
 from pipeline.serving.pyfunc import load
 from pipeline.train.finetune import SearchRecord, train_step
-from pipeline.train.members import plan_members
+from pipeline.train.members import Member
 
 
 def log_manifest(dataset: Dataset) -> None:
@@ -34,17 +34,24 @@ def log_manifest(dataset: Dataset) -> None:
         tracking.log_dataset_input(part, source, f"{split}-{dataset.fingerprint}", split)
 
 
-def retrain_best(dataset: Dataset, search: SearchRecord, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
-                 preprocess_cfg: PreprocessConfig, cfg: RetrainConfig, features_dir: Path, seed: int,
-                 tags: dict | None = None):
-    """Train, evaluate once on test, register as challenger. Returns (run id, version, evaluation)."""
+def run_name(members: list[Member]) -> str:
+    if len(members) == 1:
+        return f"retrain-best-trial-{members[0].trial}"
+    trials = list(dict.fromkeys(m.trial for m in members))
+    return f"retrain-ensemble-{len(members)}-trial{'s' if len(trials) > 1 else ''}-{'-'.join(trials)}"
+
+
+def retrain_best(dataset: Dataset, search: SearchRecord, members: list[Member], model_cfg: ModelConfig,
+                 augment_cfg: AugmentConfig, preprocess_cfg: PreprocessConfig, cfg: RetrainConfig, features_dir: Path,
+                 seed: int, tags: dict | None = None):
+    """Train `members` (plan_members), evaluate once on test, register as challenger.
+    Returns (run id, version, evaluation)."""
     lineage = {tracking.RUN_TYPE: "retrain", "search_run_id": search.run_id, "best_trial": search.best_trial,
                "data_fingerprint": dataset.fingerprint, "features_key": search.features_key, **(tags or {})}
     if search.data_fingerprint and search.data_fingerprint != dataset.fingerprint:
         print(f"warning: data fingerprint {dataset.fingerprint} differs from the search's "
               f"{search.data_fingerprint}", flush=True)
-    members = plan_members(search, cfg, seed)  # too few finished trials for --top-k: said before any run starts
-    with mlflow.start_run(run_name=f"retrain-best-trial-{search.best_trial}", tags=lineage) as run:
+    with mlflow.start_run(run_name=run_name(members), tags=lineage) as run:
         log_manifest(dataset)
         trained = train_step(dataset, search, members, model_cfg, augment_cfg, preprocess_cfg, cfg, features_dir)
         # The test split is used once, here, after every choice (weights, threshold) is fixed.

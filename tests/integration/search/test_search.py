@@ -110,6 +110,14 @@ def test_resuming_with_other_settings_is_refused(workdir, synthetic_dir, shared_
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "'s1'" in err and "epochs" in err and "--study-name" in err
+    # a study made with class weights (or before --imbalance existed), resumed under the smote default:
+    # the error names the flag that resumes it
+    assert main(search_argv(synthetic_dir, shared_cache, "optuna", 1, "t-mismatch", "--study-name", "s2",
+                            "--imbalance", "class-weights")) == 0
+    capsys.readouterr()
+    assert main(search_argv(synthetic_dir, shared_cache, "optuna", 2, "t-mismatch", "--study-name", "s2")) == 2
+    err = capsys.readouterr().err
+    assert "(imbalance differ)" in err and "--imbalance class-weights to resume it" in err
 
 
 def test_feature_cache_is_reused_and_invalidated(synthetic_dir, tmp_path, monkeypatch):

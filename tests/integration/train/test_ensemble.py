@@ -53,6 +53,8 @@ def test_top_k_registers_the_two_best_trials_as_one_version(registry, ensemble):
     assert [m["trial"] for m in members] == [r.data.tags["trial_number"] for r in ranked[:2]]
     assert members[0]["trial"] == search.data.tags["best_trial"]  # best first
     assert members[0]["params"]["dense_units"] == int(search.data.tags["best.dense_units"])
+    assert run.info.run_name == f"retrain-ensemble-2-trials-{members[0]['trial']}-{members[1]['trial']}"
+    assert int(run.data.params["dense_units"]) == members[0]["params"]["dense_units"]  # member 0's head
     # the validation table of members and views is in the run
     assert {"val_auc_tta_none", "val_auc_tta_flip", "val_auc_tta_flip_crops", "val_auc_ensemble"} \
         <= set(run.data.metrics)
@@ -81,6 +83,17 @@ def test_the_served_probability_is_the_calibrated_mean_of_members_and_views(regi
     np.testing.assert_allclose(cams, np.mean(each, axis=0), atol=1e-5)
 
 
+def test_lime_explains_what_the_version_serves_not_member_0(registry, ensemble, synthetic_dir):
+    from pipeline.explain.lime import explain_lime
+
+    model = load(f"models:/{ensemble}@{CHALLENGER}")
+    film = model.gray(model.raw_image(pd.Series({"path": str(sorted((synthetic_dir / "test").rglob("*.png"))[0])}), 0))
+    lime = explain_lime(model, film, samples=20, seed=0, n_segments=12)
+    assert lime.probability == pytest.approx(float(model.probabilities(film[None])[0]), abs=1e-5)
+    alone = model.calibration.apply(model.members[0].predict(to_model_input(film[None]), verbose=0).reshape(-1))
+    assert lime.probability != pytest.approx(float(alone[0]), abs=1e-4)  # control: what it explained before
+
+
 def test_evaluate_and_predict_take_an_ensemble_version_like_any(registry, ensemble, synthetic_dir, tmp_path, capsys):
     assert main(["evaluate", "--model", f"models:/{ensemble}/1", "--data-dir", str(synthetic_dir),
                  "--gradcam-images", "2"]) == 0
@@ -98,8 +111,10 @@ def test_evaluate_and_predict_take_an_ensemble_version_like_any(registry, ensemb
 def test_top_k_above_the_finished_trials_is_one_error_line_and_registers_nothing(registry, ensemble, capsys):
     before = len(MlflowClient().search_model_versions(f"name = '{ensemble}'"))
     runs_before = len(runs_of("t-registry"))
+    capsys.readouterr()
     assert main([*RETRAIN_ARGV, *FAST, "--top-k", "5", "--model-name", ensemble]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "retraining" not in out and "decode" not in out + err  # refused before a film was decoded
     assert err.startswith("error: --top-k 5: the search's study") and "only 2 finished trial(s)" in err
     assert "Traceback" not in err
     assert len(MlflowClient().search_model_versions(f"name = '{ensemble}'")) == before
