@@ -28,7 +28,7 @@ AUGMENT       ?=
 # test, test-fast: extra pytest arguments
 PYTEST_ARGS   ?=
 # make recipe (weights none, docs/results.md): the input size of all three steps
-RECIPE_SIZE   ?= 160
+RECIPE_SIZE   ?= 192
 # make recipe: the training augmentation (pretrain, and retrain-best through the search's params)
 RECIPE_AUGMENT ?= --crop 0.7 --zoom 0 --shift 0.05 --brightness 0.1 --contrast 0.1
 # make recipe: pretrain's epochs and patience
@@ -103,7 +103,7 @@ pretrain: $(VENV)/.installed ## offline path: train BACKBONE from scratch on tra
 	$(PY) -m pipeline pretrain $(DATA_FLAGS) $(call optional,--backbone,$(BACKBONE)) \
 		$(call optional,--epochs,$(PRETRAIN_EPOCHS)) $(AUGMENT)
 
-recipe: $(VENV)/.installed ## weights=none end to end, the recipe docs/results.md measured: pretrain, search on its file, retrain-best of the top 3 (61 min measured at 160 px, 2 cores)
+recipe: $(VENV)/.installed ## weights=none end to end, the recipe docs/results.md measured: pretrain, search on its file, retrain-best of the top 3 (68 min measured at 192 px, 2 cores)
 	$(PY) -m pipeline pretrain $(call optional,--data-dir,$(DATA_DIR)) --image-size $(RECIPE_SIZE) $(RECIPE_PRETRAIN) \
 		$(RECIPE_AUGMENT)
 	$(PY) -m pipeline search $(call optional,--data-dir,$(DATA_DIR)) --backbone mobilenetv2 --image-size $(RECIPE_SIZE) \

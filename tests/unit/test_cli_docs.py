@@ -193,9 +193,9 @@ def test_make_recipe_runs_three_commands_the_cli_accepts(tmp_path):
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"")
     argvs = [shlex.split(re.sub(r'"\$\(ls [^)]*\)"', str(weights), ln.split("-m pipeline ", 1)[1])) for ln in lines]
-    assert "pretrained/mobilenetv2-160px-" in lines[1]  # the search reads the file the pretrain step wrote
+    assert "pretrained/mobilenetv2-192px-" in lines[1]  # the search reads the file the pretrain step wrote
     pretrain, search, retrain = (build_parser().parse_args(a) for a in argvs)
-    assert pretrain.image_size == search.image_size == 160 and pretrain.crop == search.crop == 0.7
+    assert pretrain.image_size == search.image_size == 192 and pretrain.crop == search.crop == 0.7
     cfg = build(RetrainConfig, retrain)
     assert cfg.top_k == 3 and cfg.fine_tune_layers == "all" and retrain.experiment == search.experiment
     for args, classes in ((pretrain, (AugmentConfig, PretrainConfig)), (search, (AugmentConfig, SearchConfig))):
