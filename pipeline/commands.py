@@ -141,8 +141,7 @@ def retrain_best(a) -> int:
     check_weights(model_cfg)
     members = plan_members(search, cfg, data_cfg.seed)  # too few finished trials: said before decoding a film
     if len(members) == 1:
-        print(f"retraining best trial {search.best_trial} of search {search.run_id}: {search.best_params}",
-              flush=True)
+        print(f"retraining best trial {members[0].trial} of search {search.run_id}: {members[0].params}", flush=True)
     else:
         print(f"retraining {len(members)} members of search {search.run_id} as one version: trials "
               f"{', '.join(m.trial for m in members)}, seeds {', '.join(str(m.seed) for m in members)}", flush=True)
